@@ -1,0 +1,84 @@
+"""Exact codebook usage: which codes were chosen at least once, over any number of batches and processes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class UsageStats:
+    """Codebook usage over everything seen since the last reset.
+
+    Attributes:
+        usage: fraction of the K codes chosen at least once (0–1).
+        perplexity: exp of the entropy of the code histogram (K when all codes are equally used).
+        used_codes: number of codes chosen at least once.
+        codebook_size: K.
+        total: number of indices counted.
+    """
+
+    usage: float
+    perplexity: float
+    used_codes: int
+    codebook_size: int
+    total: int
+
+
+class CodebookUsage:
+    """A bincount of chosen codes, exact over any number of batches and summed across processes.
+
+    ``update(indices)`` after each batch, ``compute()`` at the end (collective: every process must call it
+    when running distributed), ``reset()`` to start over. It is training state, not model weights: it has
+    ``state_dict``/``load_state_dict`` so ``accelerator.register_for_checkpointing(usage)`` saves it with
+    the optimizer and scheduler, never inside the model's safetensors.
+    """
+
+    def __init__(self, codebook_size: int, device: torch.device | str | None = None):
+        self.codebook_size = codebook_size
+        self.counts = torch.zeros(codebook_size, dtype=torch.long, device=device)
+
+    def update(self, indices: torch.Tensor) -> None:
+        flat = indices.detach().reshape(-1).long()
+        if flat.numel() == 0:
+            return
+        if flat.min() < 0 or flat.max() >= self.codebook_size:
+            raise ValueError(
+                f"code indices must lie in [0, {self.codebook_size}), got values from {int(flat.min())} to {int(flat.max())}"
+            )
+        if self.counts.device != flat.device:
+            self.counts = self.counts.to(flat.device)
+        self.counts += torch.bincount(flat, minlength=self.codebook_size)
+
+    def reset(self) -> None:
+        self.counts.zero_()
+
+    def global_counts(self) -> torch.Tensor:
+        """The histogram summed over all processes (a collective call when distributed)."""
+        counts = self.counts.clone()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+        return counts
+
+    def compute(self) -> UsageStats:
+        counts = self.global_counts()
+        total = int(counts.sum())
+        used = int((counts > 0).sum())
+        if total == 0:
+            return UsageStats(0.0, 0.0, 0, self.codebook_size, 0)
+        p = counts[counts > 0].double() / total
+        perplexity = math.exp(float(-(p * p.log()).sum()))
+        return UsageStats(used / self.codebook_size, perplexity, used, self.codebook_size, total)
+
+    def state_dict(self) -> dict:
+        return {"codebook_size": self.codebook_size, "counts": self.counts.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state["codebook_size"]) != self.codebook_size:
+            raise ValueError(
+                f"usage state is for a codebook of {int(state['codebook_size'])} codes, this tracker has {self.codebook_size}"
+            )
+        self.counts = state["counts"].to(self.counts.device, torch.long).clone()

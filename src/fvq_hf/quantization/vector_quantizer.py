@@ -1,0 +1,103 @@
+"""The vector quantizer: nearest code over the projected codebook, straight-through, VQ losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .search import DEFAULT_CHUNK_SIZE, nearest_code
+
+
+class VectorQuantizer(nn.Module):
+    r"""
+    Quantise vectors to the nearest code of a (projected) codebook.
+
+    ``quantized, indices, loss = vq(z)``: ``z`` is either a channels-first feature map (B, d, H, W), giving
+    indices (B, H, W), or any (..., d) tensor, giving indices (...). ``quantized`` has the shape of ``z`` and
+    passes gradients straight through to ``z``. ``loss`` is the codebook term ``mean((ẑ − sg(z))²)``, whose
+    gradient reaches the raw codebook through the projector, plus the commitment term
+    ``β · mean((sg(ẑ) − z)²)``; ``vq(z, return_loss_breakdown=True)`` returns the two apart.
+
+    Parameters:
+        codebook_size (`int`): Number of codes K.
+        codebook_dim (`int`): Code dimension d.
+        projector (`nn.Module`, *optional*): Maps the raw codebook (K, d) to the lookup codebook (K, d), e.g. a
+            ``VQBridge``; ``None`` looks up the raw codebook directly (a plain VQGAN codebook).
+        beta (`float`, defaults to 0.25): Commitment weight β.
+        l2_normalize (`bool`, defaults to False): Normalise vectors and codes to unit length first (cosine
+            distance), as LlamaGen's released tokenizer does.
+        chunk_size (`int`, defaults to 2**24): Most distances held at once by the nearest-code search; bounds
+            its memory without changing its result.
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        codebook_dim: int,
+        projector: nn.Module | None = None,
+        beta: float = 0.25,
+        l2_normalize: bool = False,
+        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    ):
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.codebook_dim = codebook_dim
+        self.beta = beta
+        self.l2_normalize = l2_normalize
+        self.chunk_size = chunk_size
+        self.embedding = nn.Embedding(codebook_size, codebook_dim)
+        nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        self.projector = projector
+
+    def get_codebook(self) -> torch.Tensor:
+        """The codebook the lookup uses, Ĉ = projector(C) (normalised when ``l2_normalize``), with gradients."""
+        codebook = self.embedding.weight
+        if self.projector is not None:
+            codebook = self.projector(codebook)
+        if self.l2_normalize:
+            codebook = F.normalize(codebook, dim=-1)
+        return codebook
+
+    def _flatten(self, z: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        if z.shape[-3 if z.ndim == 4 else -1] != self.codebook_dim:
+            raise ValueError(
+                f"the quantizer expects {self.codebook_dim}-dimensional vectors (channels-first for 4-D input), "
+                f"got a tensor of shape {tuple(z.shape)}"
+            )
+        if z.ndim == 4:
+            z = z.permute(0, 2, 3, 1)
+        return z.reshape(-1, self.codebook_dim), z.shape[:-1]
+
+    def forward(self, z: torch.Tensor, return_loss_breakdown: bool = False):
+        flat, index_shape = self._flatten(z)
+        if self.l2_normalize:
+            flat = F.normalize(flat, dim=-1)
+        codebook = self.get_codebook()
+        indices = nearest_code(flat.detach(), codebook.detach(), self.chunk_size)
+        chosen = F.embedding(indices, codebook)
+        codebook_loss = F.mse_loss(chosen.float(), flat.detach().float())
+        commitment_loss = self.beta * F.mse_loss(flat.float(), chosen.detach().float())
+        quantized = flat + (chosen - flat).detach()
+        quantized = self._unflatten(quantized, z, index_shape)
+        indices = indices.view(index_shape)
+        if return_loss_breakdown:
+            return quantized, indices, (codebook_loss, commitment_loss)
+        return quantized, indices, codebook_loss + commitment_loss
+
+    def _unflatten(self, flat: torch.Tensor, like: torch.Tensor, index_shape: torch.Size) -> torch.Tensor:
+        out = flat.reshape(*index_shape, self.codebook_dim)
+        return out.permute(0, 3, 1, 2).contiguous() if like.ndim == 4 else out
+
+    def indices_to_codes(self, indices: torch.Tensor, channels_first: bool = True) -> torch.Tensor:
+        """Look codes up: indices (B, H, W) give (B, d, H, W) with ``channels_first``, else (..., d)."""
+        if indices.dtype.is_floating_point or indices.dtype == torch.bool:
+            raise TypeError(f"indices must be an integer tensor, got {indices.dtype}")
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
+            raise ValueError(
+                f"indices must lie in [0, {self.codebook_size}), got values from {int(indices.min())} to {int(indices.max())}"
+            )
+        codes = F.embedding(indices.long(), self.get_codebook())
+        if channels_first and indices.ndim == 3:
+            codes = codes.permute(0, 3, 1, 2).contiguous()
+        return codes

@@ -1,0 +1,27 @@
+import os
+
+# No network here: without these a Hub id costs ~20 s of retries before failing.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from fvq_hf import FVQModel  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def small_model(**overrides) -> FVQModel:
+    """A tokenizer small enough for CPU tests: 4× downsampling, 1,024 codes of 32 dims, a narrow VQBridge."""
+    config = {"codebook_size": 1024, "codebook_dim": 32, "bridge": "S/4", "bridge_output_init_std": 0.02}
+    config.update(overrides)
+    torch.manual_seed(0)
+    return FVQModel.from_preset("tiny", **config).eval()
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.rand(2, 3, 32, 32) * 2 - 1

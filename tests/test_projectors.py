@@ -1,0 +1,103 @@
+import pytest
+import torch
+
+from fvq_hf.quantization import (
+    BRIDGE_PRESETS,
+    LinearProjector,
+    MLPProjector,
+    VQBridge,
+    build_projector,
+    parse_bridge_preset,
+)
+
+
+def test_bridge_maps_codebook_shape_and_starts_at_zero():
+    bridge = VQBridge(codebook_size=1024, codebook_dim=32, patch_size=4, hidden_size=64, num_heads=2)
+    codebook = torch.randn(1024, 32)
+    out = bridge(codebook)
+    assert out.shape == (1024, 32)
+    # the final Linear is zero-initialised: every projected code is exactly zero at step 0
+    assert torch.count_nonzero(out) == 0
+    assert torch.count_nonzero(bridge.final_layer.linear.weight) == 0
+
+
+def test_bridge_tokens_cover_p_by_p_tiles():
+    bridge = VQBridge(codebook_size=256, codebook_dim=8, patch_size=4, hidden_size=32, num_heads=2, output_init_std=0.02)
+    tokens = bridge.x_embedder(torch.randn(256, 8).t().reshape(1, 8, 16, 16))
+    assert tokens.shape == (1, 16, 32)  # (16 / 4)² tokens of p² = 16 codes each
+    # with the ViT blocks zeroed (identity through the residuals) a code can only move the codes of its
+    # own tile: this pins patchify and unpatchify to the same layout
+    with torch.no_grad():
+        for block in bridge.blocks:
+            for p in block.parameters():
+                p.zero_()
+        base = torch.randn(256, 8)
+        moved = base.clone()
+        moved[0] += 1.0  # code 0 is in tile (0, 0): grid rows 0-3, columns 0-3
+        delta = (bridge(moved) - bridge(base)).abs().sum(1)
+    changed = torch.nonzero(delta > 1e-6).flatten()
+    rows, cols = changed // 16, changed % 16
+    assert changed.numel() == 16 and rows.max() < 4 and cols.max() < 4
+    assert set(bridge.slot_of(changed).tolist()) == set(range(16))
+
+
+def test_gradient_reaches_raw_codebook_and_every_bridge_parameter():
+    torch.manual_seed(0)
+    raw = torch.nn.Parameter(torch.empty(256, 16).uniform_(-1 / 256, 1 / 256))
+    bridge = VQBridge(codebook_size=256, codebook_dim=16, patch_size=4, hidden_size=32, num_heads=2)
+    target = torch.randn(256, 16)
+    opt = torch.optim.SGD([raw, *bridge.parameters()], lr=0.1)
+    # step 0: only the zero-initialised output layer can receive gradient
+    ((bridge(raw) - target) ** 2).mean().backward()
+    assert bridge.final_layer.linear.weight.grad.abs().sum() > 0
+    opt.step()
+    opt.zero_grad()
+    # after one step the whole bridge and the raw codebook are trained through it
+    ((bridge(raw) - target) ** 2).mean().backward()
+    assert raw.grad is not None and raw.grad.abs().sum() > 0
+    for name, p in bridge.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("name", BRIDGE_PRESETS[:5])
+def test_presets(name):
+    size = 16384 if name.endswith("/4") else 65536
+    bridge = VQBridge.from_preset(name, codebook_size=size, codebook_dim=8)
+    width, patch = name.split("/")
+    assert bridge.config.patch_size == int(patch)
+    assert bridge.config.hidden_size == 64 * bridge.config.num_heads
+    assert (bridge.grid_side // bridge.config.patch_size) ** 2 == size // int(patch) ** 2
+
+
+def test_paper_l_preset_is_64_by_4_heads():
+    assert parse_bridge_preset("L/4") == {"hidden_size": 256, "num_heads": 4, "patch_size": 4}
+    assert parse_bridge_preset("L/8")["patch_size"] == 8
+
+
+def test_unknown_bridge_preset():
+    with pytest.raises(ValueError, match="Unknown VQBridge preset 'M/4'"):
+        parse_bridge_preset("M/4")
+
+
+def test_codebook_size_not_a_square_says_which_sizes_work():
+    with pytest.raises(ValueError, match=r"not a perfect square.*16,384 \(128²\)"):
+        VQBridge(codebook_size=16000, codebook_dim=8, patch_size=4)
+
+
+def test_grid_side_not_divisible_by_patch():
+    with pytest.raises(ValueError, match=r"36 × 36 grid, which patch size 8 does not divide"):
+        VQBridge(codebook_size=36 * 36, codebook_dim=8, patch_size=8)
+
+
+def test_baseline_projectors():
+    codebook = torch.randn(64, 16)
+    assert build_projector("none", 64, 16) is None
+    linear = build_projector("linear", 64, 16)
+    assert isinstance(linear, LinearProjector) and linear(codebook).shape == (64, 16)
+    mlp = build_projector("mlp", 64, 16)
+    assert isinstance(mlp, MLPProjector)
+    assert sum(isinstance(m, torch.nn.Linear) for m in mlp.modules()) == 5
+    assert sum(isinstance(m, torch.nn.ReLU) for m in mlp.modules()) == 4
+    assert mlp(codebook).shape == (64, 16)
+    with pytest.raises(ValueError, match="Unknown projector 'conv'"):
+        build_projector("conv", 64, 16)
