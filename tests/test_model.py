@@ -1,0 +1,134 @@
+import pytest
+import torch
+from conftest import small_model
+from diffusers import VQModel
+from safetensors.torch import load_file
+
+from fvq_hf import MODEL_PRESETS, FVQModel
+
+
+def test_forward_shapes_and_losses(images):
+    model = small_model()
+    out = model(images)
+    assert out.sample.shape == images.shape
+    assert out.indices.shape == (2, 8, 8) and out.indices.dtype == torch.long
+    assert out.codebook_loss.ndim == 0 and out.commitment_loss.ndim == 0
+    assert torch.allclose(out.commitment_loss, 0.25 * out.codebook_loss)
+
+
+def test_encode_decode_indices_round_trip(images):
+    model = small_model()
+    indices = model.encode_indices(images)
+    assert indices.unique().numel() > 1  # the bridge is not at its all-zero start
+    assert torch.allclose(model.decode_indices(indices), model(images).sample, atol=1e-5)
+
+
+def test_presets_build_the_paper_architectures():
+    assert MODEL_PRESETS["vq-16"]["block_out_channels"] == (128, 128, 256, 256, 512)
+    vq16 = FVQModel.from_preset("vq-16")
+    assert vq16.downsample_factor == 16 and vq16.config.codebook_size == 16384 and vq16.config.codebook_dim == 256
+    assert vq16.config.bridge_hidden_size == 256 and vq16.config.bridge_num_heads == 4
+    assert vq16.config.projector == "vqbridge"
+    # attention only at the lowest resolution, one residual block more per decoder level
+    assert len(vq16.encoder.down_blocks[-1].attentions) == 2 and not hasattr(vq16.encoder.down_blocks[0], "attentions")
+    assert len(vq16.decoder.up_blocks[0].resnets) == 3 and len(vq16.decoder.up_blocks[0].attentions) == 3
+    assert FVQModel.from_preset("vq-8").downsample_factor == 8
+    assert FVQModel.from_preset("vq-16-262k", codebook_dim=8).config.bridge_patch_size == 8
+
+
+def test_projector_is_one_argument():
+    for projector, kind in [("linear", "LinearProjector"), ("mlp", "MLPProjector"), ("vqbridge", "VQBridge")]:
+        assert type(small_model(projector=projector).quantize.projector).__name__ == kind
+    assert small_model(projector="none").quantize.projector is None
+
+
+def test_fold_gives_same_indices_and_reconstructions(images):
+    model = small_model()
+    folded = model.fold()
+    assert folded.config.folded and folded.config.projector == "none"
+    assert folded.quantize.projector is None
+    assert torch.allclose(folded.quantize.embedding.weight, model.codebook, atol=0)
+    a, b = model(images), folded(images)
+    assert torch.equal(a.indices, b.indices)
+    assert torch.allclose(a.sample, b.sample, atol=1e-6)
+    # a folded model has only the plain-VQGAN parameters left
+    assert sum(p.numel() for p in folded.parameters()) < sum(p.numel() for p in model.parameters())
+    assert not any("projector" in k for k in folded.state_dict())
+
+
+def test_save_load_round_trip_unfolded_and_folded(tmp_path, images):
+    model = small_model()
+    for name, m in [("unfolded", model), ("folded", model.fold())]:
+        m.save_pretrained(tmp_path / name)
+        loaded = FVQModel.from_pretrained(tmp_path / name).eval()
+        assert loaded.config.folded == (name == "folded")
+        assert torch.equal(loaded(images).indices, m(images).indices)
+        assert torch.allclose(loaded(images).sample, m(images).sample, atol=1e-6)
+    keys = set(load_file(tmp_path / "folded" / "diffusion_pytorch_model.safetensors"))
+    assert "quantize.embedding.weight" in keys and not any("projector" in k for k in keys)
+    unfolded_keys = set(load_file(tmp_path / "unfolded" / "diffusion_pytorch_model.safetensors"))
+    assert any(k.startswith("quantize.projector.") for k in unfolded_keys)
+
+
+def test_diffusers_export_reconstructs_identically(tmp_path, images):
+    model = small_model()
+    vq = model.to_diffusers()
+    assert type(vq) is VQModel
+    with torch.no_grad():
+        ours = model(images)
+        theirs = vq.decode(vq.encode(images).latents).sample
+        assert torch.allclose(theirs, ours.sample, atol=1e-5)
+        # and the VQModel decodes our indices straight from its codebook
+        b, h, w = ours.indices.shape
+        from_indices = vq.decode(ours.indices.flatten(), force_not_quantize=True, shape=(b, h, w, 32)).sample
+        assert torch.allclose(from_indices, ours.sample, atol=1e-5)
+    vq.save_pretrained(tmp_path / "vq")
+    reloaded = VQModel.from_pretrained(tmp_path / "vq")
+    with torch.no_grad():
+        assert torch.allclose(reloaded.decode(reloaded.encode(images).latents).sample, ours.sample, atol=1e-5)
+
+
+def test_l2_normalised_model_refuses_diffusers_export(images):
+    model = small_model(l2_normalize=True)
+    assert torch.allclose(model.fold()(images).sample, model(images).sample, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot express it"):
+        model.to_diffusers()
+
+
+def test_image_errors():
+    model = small_model()
+    with pytest.raises(ValueError, match=r"multiples of 4, got 30×32"):
+        model(torch.zeros(1, 3, 30, 32))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        model(torch.zeros(3, 32, 32))
+    with pytest.raises(ValueError, match="3-channel images, got 1"):
+        model(torch.zeros(1, 1, 32, 32))
+    with pytest.raises(TypeError, match="images.float\\(\\) / 127.5 - 1"):
+        model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"\(B, h, w\)"):
+        model.decode_indices(torch.zeros(8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[0, 1024\)"):
+        model.decode_indices(torch.full((1, 2, 2), 1024))
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="Unknown FVQModel preset 'vq-32'.*vq-16"):
+        FVQModel.from_preset("vq-32")
+    with pytest.raises(TypeError, match="no config field.*codebook_sz"):
+        FVQModel.from_preset("tiny", codebook_sz=10)
+    with pytest.raises(ValueError, match="not a perfect square"):
+        FVQModel.from_preset("tiny", codebook_size=5000)
+    with pytest.raises(ValueError, match="Unknown projector"):
+        FVQModel.from_preset("tiny", projector="conv")
+    with pytest.raises(ValueError, match="folded model has no projector"):
+        FVQModel.from_preset("tiny", folded=True)
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path):
+    with pytest.raises(OSError, match="config.json"):
+        FVQModel.from_pretrained(tmp_path / "nothing-here")
+    small_model().save_pretrained(tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(OSError, match="truncated or corrupt"):
+        FVQModel.from_pretrained(tmp_path / "ckpt")
