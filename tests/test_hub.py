@@ -1,0 +1,38 @@
+"""push_to_hub and from_pretrained against an in-memory Hub behind huggingface_hub's own HTTP client."""
+
+import huggingface_hub
+import pytest
+import torch
+from conftest import small_model
+from hub_mock import FakeHub
+
+from fvq_hf import FVQModel
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    fake = FakeHub()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # nothing leaves the mock transport
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    huggingface_hub.set_client_factory(fake.client)
+    yield fake
+    huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_push_to_hub_uploads_and_loads_back(hub, images, fold):
+    model = small_model()
+    if fold:
+        model = model.fold()
+    model.push_to_hub("org/fvq-test", token="hf_test")
+    uploaded = hub.files["org/fvq-test"]
+    assert {"config.json", "diffusion_pytorch_model.safetensors", "README.md"} <= set(uploaded)
+    assert hub.commits[-1]["repo"] == "org/fvq-test"
+    assert len(uploaded["diffusion_pytorch_model.safetensors"]) > 100_000
+
+    loaded = FVQModel.from_pretrained("org/fvq-test", token="hf_test").eval()
+    assert loaded.config.folded == fold
+    assert any(path.startswith("/org/fvq-test/resolve/") for _, path in hub.requests)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert torch.equal(loaded(images).indices, model(images).indices)
