@@ -1,0 +1,5 @@
+"""Evaluation metrics."""
+
+from .metrics import psnr
+
+__all__ = ["psnr"]
