@@ -88,11 +88,23 @@ def test_diffusers_export_reconstructs_identically(tmp_path, images):
         assert torch.allclose(reloaded.decode(reloaded.encode(images).latents).sample, ours.sample, atol=1e-5)
 
 
-def test_l2_normalised_model_refuses_diffusers_export(images):
-    model = small_model(l2_normalize=True)
-    assert torch.allclose(model.fold()(images).sample, model(images).sample, atol=1e-5)
-    with pytest.raises(ValueError, match="cannot express it"):
-        model.to_diffusers()
+@pytest.mark.parametrize("projector", ["none", "vqbridge"])
+def test_l2_normalised_model_folds_and_exports(images, projector):
+    model = small_model(l2_normalize=True, projector=projector)
+    with torch.no_grad():
+        model.quantize.embedding.weight.normal_()
+    folded = model.fold()
+    # the folded codebook is the normalised one the lookup used
+    assert torch.allclose(folded.quantize.embedding.weight.norm(dim=1), torch.ones(1024), atol=1e-5)
+    ours = model(images)
+    assert torch.equal(folded(images).indices, ours.indices)
+    # unit-length codes: the stock VQModel's L2 search picks the cosine-nearest code, the same output
+    vq = model.to_diffusers()
+    with torch.no_grad():
+        latents = vq.encode(images).latents
+        _, _, (_, _, vq_indices) = vq.quantize(latents)
+        assert torch.equal(vq_indices.view(ours.indices.shape), ours.indices)
+        assert torch.allclose(vq.decode(latents).sample, ours.sample, atol=1e-5)
 
 
 def test_image_errors():

@@ -105,6 +105,9 @@ class FVQModel(ModelMixin, ConfigMixin):
         bridge_mlp_ratio (`float`, defaults to 2.0): VQBridge MLP width ratio.
         bridge_output_init_std (`float`, defaults to 0.0): Std of the bridge's final Linear at init; 0 is the
             paper's zero initialisation.
+        bridge_flavour (`str`, defaults to `"vit"`): ``"vit"`` (the paper's bridge) or ``"dit"`` (sin-cos positions
+            and adaLN-Zero from a learned constant, as the official released training scripts use).
+        bridge_num_condition_embeddings (`int`, defaults to 1): Rows of the DiT flavour's constant table.
         folded (`bool`, defaults to False): Set by ``fold``: the codebook is a projected codebook computed once,
             and no projector is left.
         search_chunk_size (`int`, defaults to 2**24): Memory bound of the nearest-code search (distances held
@@ -137,6 +140,8 @@ class FVQModel(ModelMixin, ConfigMixin):
         bridge_depth: int = 2,
         bridge_mlp_ratio: float = 2.0,
         bridge_output_init_std: float = 0.0,
+        bridge_flavour: str = "vit",
+        bridge_num_condition_embeddings: int = 1,
         folded: bool = False,
         search_chunk_size: int | None = DEFAULT_CHUNK_SIZE,
     ):
@@ -172,6 +177,8 @@ class FVQModel(ModelMixin, ConfigMixin):
                 depth=bridge_depth,
                 mlp_ratio=bridge_mlp_ratio,
                 output_init_std=bridge_output_init_std,
+                flavour=bridge_flavour,
+                num_condition_embeddings=bridge_num_condition_embeddings,
             ),
             beta=commitment_beta,
             l2_normalize=l2_normalize,
@@ -292,15 +299,11 @@ class FVQModel(ModelMixin, ConfigMixin):
     # ------------------------------------------------------------------ export
     @torch.no_grad()
     def fold(self) -> "FVQModel":
-        """A new model whose plain codebook is this model's projected codebook, computed once.
+        """A new model whose plain codebook is this model's lookup codebook, computed once.
 
-        The projector and the raw codebook are gone: inference costs what a plain VQGAN costs, and the
-        indices and reconstructions are those of this model.
+        The projector and the raw codebook are gone (an l2-normalised codebook is stored normalised):
+        inference costs what a plain VQGAN costs, and the indices and reconstructions are those of this model.
         """
-        if self.config.folded or self.config.projector == "none":
-            folded = self.__class__.from_config(self.config, projector="none", folded=True)
-            folded.load_state_dict(self.state_dict())
-            return self._placed_like_self(folded)
         codebook = self.quantize.get_codebook().detach()
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("quantize.")}
         state["quantize.embedding.weight"] = codebook
@@ -319,14 +322,13 @@ class FVQModel(ModelMixin, ConfigMixin):
 
         ``vq.decode(vq.encode(x).latents).sample`` equals this model's reconstruction, and with
         ``force_not_quantize=True, shape=(B, h, w, d)`` the VQModel decodes this model's indices.
+
+        An l2-normalised model (LlamaGen's) exports too: its codes are stored at unit length, and with unit codes
+        the L2-nearest code of any latent is its cosine-nearest code, whose value is what the model decodes. That
+        holds for inference; training the VQModel further would not keep the codes normalised.
         """
         from diffusers import VQModel
 
-        if self.config.l2_normalize:
-            raise ValueError(
-                "this model l2-normalises vectors and codes (cosine distance); a stock diffusers VQModel searches "
-                "plain L2 distance on unnormalised latents and cannot express it. Keep it as an FVQModel."
-            )
         folded = self.fold()
         c = self.config
         vq = VQModel(

@@ -107,6 +107,53 @@ class _ViTBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class _DiTBlock(_ViTBlock):
+    """A ViT block whose norms are shifted, scaled and gated by adaLN-Zero modulation from a condition vector."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
+        super().__init__(dim, num_heads, mlp_ratio)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        x = x + gate_msa.unsqueeze(1) * self.attn(_modulate(self.norm1(x), shift_msa, scale_msa))
+        return x + gate_mlp.unsqueeze(1) * self.mlp(_modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class _ConstantEmbedder(nn.Module):
+    """The DiT flavour's condition: a learned vector (row 0 of a label-embedding table), the same for every code."""
+
+    def __init__(self, rows: int, dim: int):
+        super().__init__()
+        self.embedding_table = nn.Embedding(rows, dim)
+
+    def forward(self) -> torch.Tensor:
+        return self.embedding_table.weight[:1]
+
+
+def sincos_pos_embed_2d(dim: int, side: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding (1, side², dim) in the MAE / DiT layout.
+
+    Tokens are numbered row-major; the first half of the channels encodes the column, the second the row
+    (MAE's meshgrid puts the width coordinate first).
+    """
+    if dim % 4:
+        raise ValueError(f"a 2-D sin-cos position embedding needs a hidden size divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    coords = torch.arange(side, dtype=torch.float64)
+    rows, cols = coords.repeat_interleave(side), coords.repeat(side)
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:
+        angles = pos[:, None] * omega[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(cols), encode(rows)], dim=1).float()[None]
+
+
 class _PatchEmbed(nn.Module):
     def __init__(self, dim_in: int, dim_out: int, patch_size: int):
         super().__init__()
@@ -117,13 +164,18 @@ class _PatchEmbed(nn.Module):
 
 
 class _FinalLayer(nn.Module):
-    def __init__(self, hidden: int, patch_size: int, dim_out: int):
+    def __init__(self, hidden: int, patch_size: int, dim_out: int, modulated: bool = False):
         super().__init__()
         self.norm_final = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.linear = nn.Linear(hidden, patch_size * patch_size * dim_out)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden)) if modulated else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.norm_final(x))
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.norm_final(x)
+        if self.adaLN_modulation is not None:
+            shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+            x = _modulate(x, shift, scale)
+        return self.linear(x)
 
 
 class VQBridge(ModelMixin, ConfigMixin):
@@ -149,6 +201,11 @@ class VQBridge(ModelMixin, ConfigMixin):
         output_init_std (`float`, defaults to 0.0): Initial standard deviation of the final Linear's weight.
             ``0.0`` is the paper's zero initialisation; a small positive value (e.g. ``1e-3``) starts the codes
             apart; it departs from the official recipe, and the config records it.
+        flavour (`str`, defaults to `"vit"`): ``"vit"`` is the paper's bridge (no positional embedding).
+            ``"dit"`` is the flavour the official released training scripts use: a fixed 2-D sin-cos positional
+            embedding on the tokens and adaLN-Zero modulation of every block from one learned constant vector.
+        num_condition_embeddings (`int`, defaults to 1): Rows of the DiT flavour's constant table (row 0 is
+            used; official checkpoints may carry more). Ignored by the ViT flavour.
     """
 
     @register_to_config
@@ -162,12 +219,22 @@ class VQBridge(ModelMixin, ConfigMixin):
         depth: int = 2,
         mlp_ratio: float = 2.0,
         output_init_std: float = 0.0,
+        flavour: str = "vit",
+        num_condition_embeddings: int = 1,
     ):
         super().__init__()
+        if flavour not in ("vit", "dit"):
+            raise ValueError(f"Unknown VQBridge flavour {flavour!r}; choose 'vit' (the paper's) or 'dit' (the official scripts').")
         self.grid_side = check_bridge_grid(codebook_size, patch_size)
         self.x_embedder = _PatchEmbed(codebook_dim, hidden_size, patch_size)
-        self.blocks = nn.ModuleList(_ViTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
-        self.final_layer = _FinalLayer(hidden_size, patch_size, codebook_dim)
+        dit = flavour == "dit"
+        if dit:
+            tiles = self.grid_side // patch_size
+            self.pos_embed = nn.Parameter(sincos_pos_embed_2d(hidden_size, tiles), requires_grad=False)
+            self.y_embedder = _ConstantEmbedder(num_condition_embeddings, hidden_size)
+        block = _DiTBlock if dit else _ViTBlock
+        self.blocks = nn.ModuleList(block(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
+        self.final_layer = _FinalLayer(hidden_size, patch_size, codebook_dim, modulated=dit)
         self.reset_parameters()
 
     @classmethod
@@ -184,6 +251,11 @@ class VQBridge(ModelMixin, ConfigMixin):
         weight = self.x_embedder.proj.weight
         nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
         nn.init.zeros_(self.x_embedder.proj.bias)
+        if self.config.flavour == "dit":
+            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+            for module in [*(b.adaLN_modulation[-1] for b in self.blocks), self.final_layer.adaLN_modulation[-1]]:
+                nn.init.zeros_(module.weight)  # adaLN-Zero: every block starts as the identity
+                nn.init.zeros_(module.bias)
         std = self.config.output_init_std
         if std > 0:
             nn.init.normal_(self.final_layer.linear.weight, std=std)
@@ -197,9 +269,17 @@ class VQBridge(ModelMixin, ConfigMixin):
         side, p = self.grid_side, self.config.patch_size
         grid = codebook.t().reshape(1, d, side, side)  # code k sits at row k // side, column k % side
         x = self.x_embedder(grid)
-        for block in self.blocks:
-            x = block(x)
-        x = self.final_layer(x)  # (1, tiles, p * p * d), channels ordered (row in tile, column in tile, d)
+        if self.config.flavour == "dit":
+            c = self.y_embedder()
+            x = x + self.pos_embed
+            for block in self.blocks:
+                x = block(x, c)
+            x = self.final_layer(x, c)
+        else:
+            for block in self.blocks:
+                x = block(x)
+            x = self.final_layer(x)
+        # channels ordered (row in tile, column in tile, d)
         tiles = side // p
         x = x.reshape(tiles, tiles, p, p, d).permute(4, 0, 2, 1, 3).reshape(d, k)
         return x.t()
@@ -250,7 +330,8 @@ def build_projector(
     """Build the projector named by ``projector`` (one of ``PROJECTOR_TYPES``); ``"none"`` returns ``None``.
 
     For ``"vqbridge"`` the preset gives the defaults and ``bridge_kwargs`` (``patch_size``, ``hidden_size``,
-    ``num_heads``, ``depth``, ``mlp_ratio``, ``output_init_std``) override them; ``None`` values are ignored.
+    ``num_heads``, ``depth``, ``mlp_ratio``, ``output_init_std``, ``flavour``, ``num_condition_embeddings``)
+    override them; ``None`` values are ignored.
     """
     if projector == "none":
         return None
