@@ -5,8 +5,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import huggingface_hub  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hub_mock import FakeHub  # noqa: E402
 
 from fvq_hf import FVQModel  # noqa: E402
 
@@ -25,3 +27,14 @@ def small_model(**overrides) -> FVQModel:
 def images() -> torch.Tensor:
     torch.manual_seed(1)
     return torch.rand(2, 3, 32, 32) * 2 - 1
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """An in-memory Hub behind huggingface_hub's real HTTP client (see hub_mock.py)."""
+    fake = FakeHub()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # nothing leaves the mock transport
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    huggingface_hub.set_client_factory(fake.client)
+    yield fake
+    huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)

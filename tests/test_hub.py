@@ -1,22 +1,10 @@
 """push_to_hub and from_pretrained against an in-memory Hub behind huggingface_hub's own HTTP client."""
 
-import huggingface_hub
 import pytest
 import torch
 from conftest import small_model
-from hub_mock import FakeHub
 
 from fvq_hf import FVQModel
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    fake = FakeHub()
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # nothing leaves the mock transport
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
-    huggingface_hub.set_client_factory(fake.client)
-    yield fake
-    huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)
 
 
 @pytest.mark.parametrize("fold", [False, True])

@@ -101,3 +101,37 @@ def test_baseline_projectors():
     assert mlp(codebook).shape == (64, 16)
     with pytest.raises(ValueError, match="Unknown projector 'conv'"):
         build_projector("conv", 64, 16)
+
+
+def test_dit_flavour_positions_follow_the_mae_layout():
+    import numpy as np
+
+    from fvq_hf.quantization.projectors import sincos_pos_embed_2d
+
+    def mae_1d(dim, pos):
+        omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    dim, side = 32, 5
+    grid = np.stack(np.meshgrid(np.arange(side, dtype=np.float32), np.arange(side, dtype=np.float32)))  # w first
+    expected = np.concatenate([mae_1d(dim // 2, grid[0]), mae_1d(dim // 2, grid[1])], axis=1)
+    assert np.allclose(sincos_pos_embed_2d(dim, side)[0].numpy(), expected, atol=1e-6)
+
+
+def test_dit_flavour_starts_at_zero_and_trains():
+    torch.manual_seed(0)
+    bridge = VQBridge(codebook_size=256, codebook_dim=16, patch_size=4, hidden_size=32, num_heads=2, flavour="dit")
+    raw = torch.nn.Parameter(torch.randn(256, 16))
+    assert torch.count_nonzero(bridge(raw)) == 0
+    assert not bridge.pos_embed.requires_grad
+    opt = torch.optim.SGD([raw, *bridge.parameters()], lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        ((bridge(raw) - 1.0) ** 2).mean().backward()
+        opt.step()
+    assert bridge(raw).abs().mean() > 0
+    trainable = [n for n, p in bridge.named_parameters() if p.requires_grad]
+    assert any("adaLN_modulation" in n for n in trainable) and "y_embedder.embedding_table.weight" in trainable
+    with pytest.raises(ValueError, match="Unknown VQBridge flavour"):
+        VQBridge(codebook_size=256, codebook_dim=16, flavour="mlp")

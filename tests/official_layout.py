@@ -1,0 +1,244 @@
+"""The official LlamaGen / FVQ tokenizer layout, written from its key list (REFERENCE.md §3) independently of
+fvq_hf: random state dicts with the exact key names and shapes, and a forward pass computed directly from them."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _conv(sd, name, cin, cout, k, g):
+    sd[f"{name}.weight"] = torch.randn(cout, cin, k, k, generator=g) / math.sqrt(cin * k * k)
+    sd[f"{name}.bias"] = torch.randn(cout, generator=g) * 0.02
+
+
+def _norm(sd, name, c, g):
+    sd[f"{name}.weight"] = 1 + 0.1 * torch.randn(c, generator=g)
+    sd[f"{name}.bias"] = 0.1 * torch.randn(c, generator=g)
+
+
+def _linear(sd, name, cin, cout, g):
+    sd[f"{name}.weight"] = torch.randn(cout, cin, generator=g) / math.sqrt(cin)
+    sd[f"{name}.bias"] = torch.randn(cout, generator=g) * 0.02
+
+
+def _res(sd, name, cin, cout, g):
+    _norm(sd, f"{name}.norm1", cin, g)
+    _conv(sd, f"{name}.conv1", cin, cout, 3, g)
+    _norm(sd, f"{name}.norm2", cout, g)
+    _conv(sd, f"{name}.conv2", cout, cout, 3, g)
+    if cin != cout:
+        _conv(sd, f"{name}.nin_shortcut", cin, cout, 1, g)
+
+
+def _attn(sd, name, c, g):
+    _norm(sd, f"{name}.norm", c, g)
+    for part in ("q", "k", "v", "proj_out"):
+        _conv(sd, f"{name}.{part}", c, c, 1, g)
+
+
+def make_official_state_dict(
+    ch=128,
+    ch_mult=(1, 1, 2, 2, 4),
+    num_res_blocks=2,
+    z_channels=256,
+    codebook_size=16384,
+    codebook_dim=256,
+    bridge: str | None = None,  # None, "vit" or "dit"
+    bridge_hidden=256,
+    bridge_patch=4,
+    bridge_depth=2,
+    bridge_mlp_ratio=2,
+    seed=0,
+) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+    levels = len(ch_mult)
+    # encoder
+    _conv(sd, "encoder.conv_in", 3, ch, 3, g)
+    block_in = ch
+    for i in range(levels):
+        block_out = ch * ch_mult[i]
+        for j in range(num_res_blocks):
+            _res(sd, f"encoder.conv_blocks.{i}.res.{j}", block_in, block_out, g)
+            block_in = block_out
+            if i == levels - 1:
+                _attn(sd, f"encoder.conv_blocks.{i}.attn.{j}", block_in, g)
+        if i != levels - 1:
+            _conv(sd, f"encoder.conv_blocks.{i}.downsample.conv", block_in, block_in, 3, g)
+    _res(sd, "encoder.mid.0", block_in, block_in, g)
+    _attn(sd, "encoder.mid.1", block_in, g)
+    _res(sd, "encoder.mid.2", block_in, block_in, g)
+    _norm(sd, "encoder.norm_out", block_in, g)
+    _conv(sd, "encoder.conv_out", block_in, z_channels, 3, g)
+    # quantizer
+    _conv(sd, "quant_conv", z_channels, codebook_dim, 1, g)
+    sd["quantize.embedding.weight"] = torch.randn(codebook_size, codebook_dim, generator=g)
+    sd["quantize.codebook_used"] = torch.randint(0, codebook_size, (65536,), generator=g)
+    _conv(sd, "post_quant_conv", codebook_dim, z_channels, 1, g)
+    # decoder
+    block_in = ch * ch_mult[-1]
+    _conv(sd, "decoder.conv_in", z_channels, block_in, 3, g)
+    _res(sd, "decoder.mid.0", block_in, block_in, g)
+    _attn(sd, "decoder.mid.1", block_in, g)
+    _res(sd, "decoder.mid.2", block_in, block_in, g)
+    for i in range(levels):
+        block_out = ch * ch_mult[levels - i - 1]
+        for j in range(num_res_blocks + 1):
+            _res(sd, f"decoder.conv_blocks.{i}.res.{j}", block_in, block_out, g)
+            block_in = block_out
+            if i == 0:
+                _attn(sd, f"decoder.conv_blocks.{i}.attn.{j}", block_in, g)
+        if i != levels - 1:
+            _conv(sd, f"decoder.conv_blocks.{i}.upsample.conv", block_in, block_in, 3, g)
+    _norm(sd, "decoder.norm_out", block_in, g)
+    _conv(sd, "decoder.conv_out", block_in, 3, 3, g)
+    if bridge:
+        q = "quantize.qbridge"
+        h, p, d = bridge_hidden, bridge_patch, codebook_dim
+        _conv(sd, f"{q}.x_embedder.proj", d, h, p, g)
+        for n in range(bridge_depth):
+            _linear(sd, f"{q}.blocks.{n}.attn.qkv", h, 3 * h, g)
+            _linear(sd, f"{q}.blocks.{n}.attn.proj", h, h, g)
+            _linear(sd, f"{q}.blocks.{n}.mlp.fc1", h, h * bridge_mlp_ratio, g)
+            _linear(sd, f"{q}.blocks.{n}.mlp.fc2", h * bridge_mlp_ratio, h, g)
+            if bridge == "dit":
+                _linear(sd, f"{q}.blocks.{n}.adaLN_modulation.1", h, 6 * h, g)
+        _linear(sd, f"{q}.final_layer.linear", h, p * p * d, g)
+        if bridge == "dit":
+            _linear(sd, f"{q}.final_layer.adaLN_modulation.1", h, 2 * h, g)
+            tiles = math.isqrt(codebook_size) // p
+            sd[f"{q}.pos_embed"] = torch.randn(1, tiles * tiles, h, generator=g)
+            sd[f"{q}.y_embedder.embedding_table.weight"] = torch.randn(1, h, generator=g)
+    return sd
+
+
+# --------------------------------------------------------------------------- the forward pass, from raw tensors
+def _gn(sd, name, x):
+    return F.group_norm(x, 32, sd[f"{name}.weight"], sd[f"{name}.bias"], eps=1e-6)
+
+
+def _c(sd, name, x, **kw):
+    return F.conv2d(x, sd[f"{name}.weight"], sd[f"{name}.bias"], **kw)
+
+
+def _res_fwd(sd, name, x):
+    h = _c(sd, f"{name}.conv1", F.silu(_gn(sd, f"{name}.norm1", x)), padding=1)
+    h = _c(sd, f"{name}.conv2", F.silu(_gn(sd, f"{name}.norm2", h)), padding=1)
+    if f"{name}.nin_shortcut.weight" in sd:
+        x = _c(sd, f"{name}.nin_shortcut", x)
+    return x + h
+
+
+def _attn_fwd(sd, name, x):
+    h = _gn(sd, f"{name}.norm", x)
+    q, k, v = (_c(sd, f"{name}.{p}", h) for p in ("q", "k", "v"))
+    b, c, hh, ww = q.shape
+    weights = torch.softmax(torch.bmm(q.reshape(b, c, -1).permute(0, 2, 1), k.reshape(b, c, -1)) * c**-0.5, dim=2)
+    out = torch.bmm(v.reshape(b, c, -1), weights.permute(0, 2, 1)).reshape(b, c, hh, ww)
+    return x + _c(sd, f"{name}.proj_out", out)
+
+
+def _levels(sd, part):
+    return len({k.split(".")[2] for k in sd if k.startswith(f"{part}.conv_blocks.")})
+
+
+def _blocks(sd, prefix, kind):
+    return len({k.split(".")[4] for k in sd if k.startswith(f"{prefix}.{kind}.")})
+
+
+def reference_encode(sd, x):
+    h = _c(sd, "encoder.conv_in", x, padding=1)
+    for i in range(_levels(sd, "encoder")):
+        prefix = f"encoder.conv_blocks.{i}"
+        for j in range(_blocks(sd, prefix, "res")):
+            h = _res_fwd(sd, f"{prefix}.res.{j}", h)
+            if f"{prefix}.attn.{j}.q.weight" in sd:
+                h = _attn_fwd(sd, f"{prefix}.attn.{j}", h)
+        if f"{prefix}.downsample.conv.weight" in sd:
+            h = _c(sd, f"{prefix}.downsample.conv", F.pad(h, (0, 1, 0, 1)), stride=2)
+    h = _res_fwd(sd, "encoder.mid.2", _attn_fwd(sd, "encoder.mid.1", _res_fwd(sd, "encoder.mid.0", h)))
+    h = _c(sd, "encoder.conv_out", F.silu(_gn(sd, "encoder.norm_out", h)), padding=1)
+    return _c(sd, "quant_conv", h)
+
+
+def reference_decode(sd, z):
+    h = _c(sd, "decoder.conv_in", _c(sd, "post_quant_conv", z), padding=1)
+    h = _res_fwd(sd, "decoder.mid.2", _attn_fwd(sd, "decoder.mid.1", _res_fwd(sd, "decoder.mid.0", h)))
+    for i in range(_levels(sd, "decoder")):
+        prefix = f"decoder.conv_blocks.{i}"
+        for j in range(_blocks(sd, prefix, "res")):
+            h = _res_fwd(sd, f"{prefix}.res.{j}", h)
+            if f"{prefix}.attn.{j}.q.weight" in sd:
+                h = _attn_fwd(sd, f"{prefix}.attn.{j}", h)
+        if f"{prefix}.upsample.conv.weight" in sd:
+            h = _c(sd, f"{prefix}.upsample.conv", F.interpolate(h, scale_factor=2.0, mode="nearest"), padding=1)
+    return _c(sd, "decoder.conv_out", F.silu(_gn(sd, "decoder.norm_out", h)), padding=1)
+
+
+def _lin(sd, name, x):
+    return F.linear(x, sd[f"{name}.weight"], sd[f"{name}.bias"])
+
+
+def reference_bridge(sd, num_heads):
+    """FVQ's qbridge (ViT or DiT flavour) applied to the raw codebook, from the raw tensors."""
+    q = "quantize.qbridge"
+    raw = sd["quantize.embedding.weight"]
+    k, d = raw.shape
+    side = math.isqrt(k)
+    w = sd[f"{q}.x_embedder.proj.weight"]
+    hidden, p = w.shape[0], w.shape[-1]
+    x = F.conv2d(raw.t().reshape(1, d, side, side), w, sd[f"{q}.x_embedder.proj.bias"], stride=p)
+    x = x.flatten(2).transpose(1, 2)
+    dit = f"{q}.pos_embed" in sd
+    if dit:
+        x = x + sd[f"{q}.pos_embed"]
+        c = sd[f"{q}.y_embedder.embedding_table.weight"][:1]
+
+    def norm(t):
+        return F.layer_norm(t, (hidden,), eps=1e-6)
+
+    def attention(name, t):
+        n = t.shape[1]
+        qkv = _lin(sd, f"{name}.qkv", t).reshape(1, n, 3, num_heads, hidden // num_heads).permute(2, 0, 3, 1, 4)
+        scores = (qkv[0] @ qkv[1].transpose(-1, -2)) / math.sqrt(hidden // num_heads)
+        out = (scores.softmax(-1) @ qkv[2]).transpose(1, 2).reshape(1, n, hidden)
+        return _lin(sd, f"{name}.proj", out)
+
+    def mlp(name, t):
+        return _lin(sd, f"{name}.fc2", F.gelu(_lin(sd, f"{name}.fc1", t), approximate="tanh"))
+
+    depth = len({key.split(".")[3] for key in sd if key.startswith(f"{q}.blocks.")})
+    for n in range(depth):
+        b = f"{q}.blocks.{n}"
+        if dit:
+            sh1, sc1, g1, sh2, sc2, g2 = _lin(sd, f"{b}.adaLN_modulation.1", F.silu(c)).chunk(6, dim=1)
+            x = x + g1[:, None] * attention(f"{b}.attn", norm(x) * (1 + sc1[:, None]) + sh1[:, None])
+            x = x + g2[:, None] * mlp(f"{b}.mlp", norm(x) * (1 + sc2[:, None]) + sh2[:, None])
+        else:
+            x = x + attention(f"{b}.attn", norm(x))
+            x = x + mlp(f"{b}.mlp", norm(x))
+    x = norm(x)
+    if dit:
+        shift, scale = _lin(sd, f"{q}.final_layer.adaLN_modulation.1", F.silu(c)).chunk(2, dim=1)
+        x = x * (1 + scale[:, None]) + shift[:, None]
+    x = _lin(sd, f"{q}.final_layer.linear", x)  # (1, tiles², p·p·d), DiT's unpatchify order
+    tiles = side // p
+    x = torch.einsum("hwpqc->chpwq", x.reshape(tiles, tiles, p, p, d)).reshape(d, k)
+    return x.t()
+
+
+def reference_reconstruct(sd, x, l2_normalize=False, bridge_heads=None):
+    """Indices and reconstruction of the official model, computed from the raw tensors."""
+    z = reference_encode(sd, x)
+    codebook = reference_bridge(sd, bridge_heads) if bridge_heads else sd["quantize.embedding.weight"]
+    flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+    if l2_normalize:
+        flat, codebook = F.normalize(flat, dim=-1), F.normalize(codebook, dim=-1)
+    distances = flat.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1) - 2 * flat @ codebook.t()
+    indices = distances.argmin(1)
+    b, _, h, w = z.shape
+    quantized = codebook[indices].reshape(b, h, w, -1).permute(0, 3, 1, 2)
+    return indices.reshape(b, h, w), reference_decode(sd, quantized), codebook
