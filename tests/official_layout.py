@@ -149,14 +149,19 @@ def _blocks(sd, prefix, kind):
     return len({k.split(".")[4] for k in sd if k.startswith(f"{prefix}.{kind}.")})
 
 
+def _level_fwd(sd, prefix, h):
+    for j in range(_blocks(sd, prefix, "res")):
+        h = _res_fwd(sd, f"{prefix}.res.{j}", h)
+        if f"{prefix}.attn.{j}.q.weight" in sd:
+            h = _attn_fwd(sd, f"{prefix}.attn.{j}", h)
+    return h
+
+
 def reference_encode(sd, x):
     h = _c(sd, "encoder.conv_in", x, padding=1)
     for i in range(_levels(sd, "encoder")):
         prefix = f"encoder.conv_blocks.{i}"
-        for j in range(_blocks(sd, prefix, "res")):
-            h = _res_fwd(sd, f"{prefix}.res.{j}", h)
-            if f"{prefix}.attn.{j}.q.weight" in sd:
-                h = _attn_fwd(sd, f"{prefix}.attn.{j}", h)
+        h = _level_fwd(sd, prefix, h)
         if f"{prefix}.downsample.conv.weight" in sd:
             h = _c(sd, f"{prefix}.downsample.conv", F.pad(h, (0, 1, 0, 1)), stride=2)
     h = _res_fwd(sd, "encoder.mid.2", _attn_fwd(sd, "encoder.mid.1", _res_fwd(sd, "encoder.mid.0", h)))
@@ -169,10 +174,7 @@ def reference_decode(sd, z):
     h = _res_fwd(sd, "decoder.mid.2", _attn_fwd(sd, "decoder.mid.1", _res_fwd(sd, "decoder.mid.0", h)))
     for i in range(_levels(sd, "decoder")):
         prefix = f"decoder.conv_blocks.{i}"
-        for j in range(_blocks(sd, prefix, "res")):
-            h = _res_fwd(sd, f"{prefix}.res.{j}", h)
-            if f"{prefix}.attn.{j}.q.weight" in sd:
-                h = _attn_fwd(sd, f"{prefix}.attn.{j}", h)
+        h = _level_fwd(sd, prefix, h)
         if f"{prefix}.upsample.conv.weight" in sd:
             h = _c(sd, f"{prefix}.upsample.conv", F.interpolate(h, scale_factor=2.0, mode="nearest"), padding=1)
     return _c(sd, "decoder.conv_out", F.silu(_gn(sd, "decoder.norm_out", h)), padding=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -230,8 +231,6 @@ class FVQModel(ModelMixin, ConfigMixin):
 
     @classmethod
     def _init_signature_keys(cls) -> list[str]:
-        import inspect
-
         return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
     # ------------------------------------------------------------------ properties
