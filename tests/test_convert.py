@@ -155,6 +155,21 @@ def test_every_official_key_has_a_diffusers_name():
             rename_key(foreign)
 
 
+def test_safetensors_state_dicts(tmp_path):
+    from safetensors.torch import save_file
+
+    state = make_official_state_dict(**TINY, seed=4)
+    save_file({f"module.{k}": v.contiguous() for k, v in state.items()}, tmp_path / "ddp.safetensors")
+    result = convert_checkpoint(tmp_path / "ddp.safetensors")  # a DistributedDataParallel prefix is unwrapped
+    assert result.source.format == "safetensors" and len(result.consumed_keys) == len(state) - 1
+    save_file({"fc.weight": torch.zeros(2)}, tmp_path / "foreign.safetensors")
+    with pytest.raises(ConversionError, match="does not look like"):
+        load_checkpoint(tmp_path / "foreign.safetensors")
+    (tmp_path / "broken.safetensors").write_bytes(b"\x10\x00garbage")
+    with pytest.raises(ConversionError, match="not a readable safetensors file"):
+        load_checkpoint(tmp_path / "broken.safetensors")
+
+
 def test_bad_files_are_refused_with_reasons(tmp_path):
     good = save_official(tmp_path / "good.pt", make_official_state_dict(**TINY))
     truncated = tmp_path / "truncated.pt"

@@ -73,9 +73,10 @@ def load_checkpoint(path: str | os.PathLike) -> SourceCheckpoint:
         from safetensors.torch import load_file
 
         try:
-            return _pick_weights(path, load_file(path), fmt="safetensors")
+            raw = load_file(path)
         except Exception as error:  # safetensors raises its own error types for a bad header
             raise ConversionError(f"{path!r} is not a readable safetensors file (truncated or corrupt?): {error}") from error
+        return _pick_weights(path, raw, fmt="safetensors")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             raw = torch.load(path, map_location="cpu", weights_only=True)
