@@ -70,6 +70,16 @@ def test_save_load_round_trip_unfolded_and_folded(tmp_path, images):
     assert any(k.startswith("quantize.projector.") for k in unfolded_keys)
 
 
+def test_local_subfolder_beside_a_root_model(tmp_path):
+    # a training output: folded model at the root, unfolded one in unfolded/
+    model = small_model()
+    model.fold().save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path / "unfolded")
+    unfolded = FVQModel.from_pretrained(tmp_path, subfolder="unfolded")
+    assert not unfolded.config.folded
+    assert all(torch.equal(unfolded.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
 def test_diffusers_export_reconstructs_identically(tmp_path, images):
     model = small_model()
     vq = model.to_diffusers()

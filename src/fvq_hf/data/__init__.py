@@ -1,6 +1,20 @@
-"""Data: the embedded demo photographs and image/tensor conversions."""
+"""Data: training/evaluation datasets, the embedded demo photographs, image/tensor conversions."""
 
+from .datasets import DemoCropDataset, HFImageDataset, ImageFolderDataset, build_dataset, collate_images, random_crop_flip
 from .demo import DEMO_PHOTOS, load_demo_photos
 from .images import center_crop_resize, make_grid, pil_to_tensor, tensor_to_pil
 
-__all__ = ["DEMO_PHOTOS", "center_crop_resize", "load_demo_photos", "make_grid", "pil_to_tensor", "tensor_to_pil"]
+__all__ = [
+    "DEMO_PHOTOS",
+    "DemoCropDataset",
+    "HFImageDataset",
+    "ImageFolderDataset",
+    "build_dataset",
+    "center_crop_resize",
+    "collate_images",
+    "load_demo_photos",
+    "make_grid",
+    "pil_to_tensor",
+    "random_crop_flip",
+    "tensor_to_pil",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass
 
 import torch
@@ -219,6 +220,11 @@ class FVQModel(ModelMixin, ConfigMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "FVQModel":
         """Load a saved or pushed FVQModel (folded or not) from a local folder or a Hub id; see diffusers' ``ModelMixin``."""
+        subfolder = kwargs.get("subfolder")
+        if subfolder and os.path.isdir(os.path.join(pretrained_model_name_or_path, subfolder)):
+            # diffusers looks for local weights at the folder's root before the subfolder: a training output
+            # holds the folded model at the root and the unfolded one in unfolded/, so point at it directly
+            pretrained_model_name_or_path = os.path.join(pretrained_model_name_or_path, kwargs.pop("subfolder"))
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except OSError as error:

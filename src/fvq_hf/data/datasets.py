@@ -1,0 +1,224 @@
+"""Training and evaluation datasets: an image folder, any Hugging Face ``datasets`` image dataset, the demo photos.
+
+Augmentations (random crop + horizontal flip) draw from a generator seeded by (seed, epoch, index), not from
+the global RNG, so a batch is the same whichever worker builds it and a resumed run sees exactly the batches
+an uninterrupted one would. Unreadable images never stop a run: the item comes back as ``None``, the collate
+function drops it and counts it in the batch's ``"skipped"`` entry, and a warning names the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, IterableDataset
+
+from .demo import load_demo_photos
+from .images import center_crop_resize, pil_to_tensor
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+# ------------------------------------------------------------------------------------ transforms
+def random_crop_flip(image: Image.Image, size: int, generator: random.Random, max_zoom_out: float = 1.0) -> Image.Image:
+    """A random square crop resized to ``size`` (side between the short side / ``max_zoom_out`` and the short
+    side, never below ``size``), flipped horizontally with probability ½."""
+    w, h = image.size
+    short = min(w, h)
+    if short < size:  # upscale small images so a crop fits
+        image = image.resize((max(size, round(w * size / short)), max(size, round(h * size / short))), Image.BICUBIC)
+        w, h = image.size
+        short = min(w, h)
+    low = max(size, int(short / max_zoom_out))
+    side = generator.randint(low, short)
+    left, top = generator.randint(0, w - side), generator.randint(0, h - side)
+    crop = image.crop((left, top, left + side, top + side))
+    if side != size:
+        crop = crop.resize((size, size), Image.BICUBIC)
+    if generator.random() < 0.5:
+        crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+    return crop
+
+
+def _generator(seed: int, epoch: int, index: int) -> random.Random:
+    return random.Random((seed * 1_000_003 + epoch) * 1_000_003 + index)
+
+
+class _Augmented:
+    """Shared by the datasets: train (random crop + flip) or eval (centre crop + resize) transform, and the epoch."""
+
+    def __init__(self, resolution: int, train: bool, seed: int, max_zoom_out: float):
+        self.resolution, self.train, self.seed, self.max_zoom_out = resolution, train, seed, max_zoom_out
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def transform(self, image: Image.Image, index: int) -> torch.Tensor:
+        image = image.convert("RGB")
+        if self.train:
+            image = random_crop_flip(image, self.resolution, _generator(self.seed, self.epoch, index), self.max_zoom_out)
+        else:
+            image = center_crop_resize(image, self.resolution)
+        return pil_to_tensor(image)
+
+
+def collate_images(items: list) -> dict:
+    """Stack the images that could be read; ``"skipped"`` counts those that could not."""
+    images = [item for item in items if item is not None]
+    return {
+        "pixel_values": torch.stack(images) if images else torch.empty(0),
+        "skipped": len(items) - len(images),
+    }
+
+
+# ------------------------------------------------------------------------------------ datasets
+class ImageFolderDataset(_Augmented, Dataset):
+    """Every image file below ``root`` (recursively, sorted), as (3, R, R) tensors in [-1, 1]."""
+
+    def __init__(self, root: str, resolution: int, train: bool = True, seed: int = 0, max_zoom_out: float = 1.0):
+        super().__init__(resolution, train, seed, max_zoom_out)
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"--train_data_dir {root!r} is not a folder")
+        self.files = sorted(
+            os.path.join(folder, name)
+            for folder, _, names in os.walk(root)
+            for name in names
+            if name.lower().endswith(IMAGE_EXTENSIONS)
+        )
+        if not self.files:
+            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) below {root!r}")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor | None:
+        path = self.files[index]
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return self.transform(image, index)
+        except Exception as error:  # truncated, corrupt, not an image: skip it, never stop the run
+            logger.warning("skipping unreadable image %s (%s: %s)", path, type(error).__name__, error)
+            return None
+
+
+class DemoCropDataset(_Augmented, Dataset):
+    """Crops of the demo photographs (shipped in scikit-image): random crops for ``"train"``, fixed ones otherwise.
+
+    Training crops zoom out up to ``max_zoom_out`` × the crop size so a small crop still shows structure.
+    The ``"heldout"`` split holds other photographs than ``"train"``; its crops are the same every time.
+    """
+
+    def __init__(
+        self,
+        split: str = "train",
+        resolution: int = 32,
+        num_samples: int = 4096,
+        train: bool | None = None,
+        seed: int = 0,
+        max_zoom_out: float = 6.0,
+    ):
+        train = split == "train" if train is None else train
+        super().__init__(resolution, train, seed, max_zoom_out)
+        # downscale once so crops are drawn at a handful of scales, not from 4-megapixel originals
+        self.photos = []
+        for image in load_demo_photos(split).values():
+            scale = min(1.0, resolution * max_zoom_out * 2 / min(image.size))
+            size = (max(resolution, round(image.size[0] * scale)), max(resolution, round(image.size[1] * scale)))
+            self.photos.append(image.resize(size, Image.BICUBIC) if scale < 1 else image)
+        self.num_samples = num_samples
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        photo = self.photos[index % len(self.photos)]
+        if self.train:
+            return self.transform(photo, index)
+        # evaluation: a fixed random crop per index, without flips
+        crop = random_crop_flip(photo, self.resolution, _generator(self.seed + 1, 0, index), self.max_zoom_out)
+        return pil_to_tensor(crop)
+
+
+class HFImageDataset(_Augmented, IterableDataset):
+    """A Hugging Face ``datasets`` image dataset (Hub name or local path), streamed or not.
+
+    Images are decoded here, not by ``datasets``, so an undecodable row is skipped and counted instead of
+    raising inside the library. Sharded across processes and workers by row index.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str,
+        resolution: int,
+        image_column: str = "image",
+        split: str = "train",
+        streaming: bool = False,
+        train: bool = True,
+        seed: int = 0,
+        config_name: str | None = None,
+        cache_dir: str | None = None,
+    ):
+        super().__init__(resolution, train, seed, 1.0)
+        import datasets
+
+        self.dataset = datasets.load_dataset(name_or_path, config_name, split=split, streaming=streaming, cache_dir=cache_dir)
+        columns = self.dataset.column_names or []
+        if columns and image_column not in columns:
+            raise ValueError(f"--image_column {image_column!r} is not a column of {name_or_path!r}; columns: {', '.join(columns)}")
+        self.dataset = self.dataset.cast_column(image_column, datasets.Image(decode=False))
+        self.image_column = image_column
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> "HFImageDataset":
+        self.rank, self.world_size = rank, world_size
+        return self
+
+    def _decode(self, value) -> Image.Image:
+        import io
+
+        if value.get("bytes") is not None:
+            return Image.open(io.BytesIO(value["bytes"]))
+        return Image.open(value["path"])
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        stride, offset = self.world_size * workers, self.rank * workers + worker
+        dataset = self.dataset
+        if self.train and hasattr(dataset, "shuffle"):
+            dataset = dataset.shuffle(seed=self.seed + self.epoch)
+        for index, row in enumerate(dataset):
+            if index % stride != offset:
+                continue
+            try:
+                image = self._decode(row[self.image_column])
+                image.load()
+                yield self.transform(image, index)
+            except Exception as error:
+                logger.warning("skipping undecodable image in row %d (%s: %s)", index, type(error).__name__, error)
+                yield None
+
+
+def build_dataset(
+    dataset_name: str | None,
+    train_data_dir: str | None,
+    resolution: int,
+    image_column: str = "image",
+    streaming: bool = False,
+    seed: int = 0,
+    demo_samples: int = 4096,
+) -> Dataset | IterableDataset:
+    """The training set the flags describe: a folder, a ``datasets`` dataset, or (neither) the demo photos."""
+    if dataset_name and train_data_dir:
+        raise ValueError("pass --dataset_name or --train_data_dir, not both")
+    if train_data_dir:
+        return ImageFolderDataset(train_data_dir, resolution, train=True, seed=seed)
+    if dataset_name:
+        return HFImageDataset(dataset_name, resolution, image_column=image_column, streaming=streaming, seed=seed)
+    return DemoCropDataset("train", resolution, num_samples=demo_samples, seed=seed)

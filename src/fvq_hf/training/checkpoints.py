@@ -1,0 +1,57 @@
+"""Training checkpoints on top of ``accelerator.save_state``: atomic, numbered, pruned to the last k.
+
+A checkpoint is written into a hidden temporary folder and renamed into place only once complete, so a run
+killed mid-write leaves the previous checkpoint intact and no half-written ``checkpoint-N`` behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def list_checkpoints(checkpoints_dir: str) -> list[tuple[int, str]]:
+    """Complete checkpoints as (step, path), oldest first."""
+    if not os.path.isdir(checkpoints_dir):
+        return []
+    found = [(int(m.group(1)), os.path.join(checkpoints_dir, name)) for name in os.listdir(checkpoints_dir) if (m := _NAME.match(name))]
+    return sorted(found)
+
+
+def resolve_checkpoint(checkpoints_dir: str, which: str | None) -> tuple[int, str] | None:
+    """``"latest"`` → the newest complete checkpoint (None if there is none yet); a path or name → that one."""
+    if not which:
+        return None
+    if which == "latest":
+        found = list_checkpoints(checkpoints_dir)
+        return found[-1] if found else None
+    path = which if os.path.isdir(which) else os.path.join(checkpoints_dir, which)
+    match = _NAME.match(os.path.basename(os.path.normpath(path)))
+    if not os.path.isdir(path) or not match:
+        available = ", ".join(os.path.basename(p) for _, p in list_checkpoints(checkpoints_dir)) or "none"
+        raise FileNotFoundError(f"--resume_from_checkpoint {which!r}: no such checkpoint (available in {checkpoints_dir}: {available}); use 'latest' to take the newest")
+    return int(match.group(1)), path
+
+
+def save_checkpoint(accelerator, checkpoints_dir: str, step: int, total_limit: int | None = None) -> str:
+    """Save the full training state (every process takes part) as ``checkpoint-<step>``, atomically."""
+    final = os.path.join(checkpoints_dir, f"checkpoint-{step}")
+    temporary = os.path.join(checkpoints_dir, f".checkpoint-{step}.tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+        os.makedirs(checkpoints_dir, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(temporary)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if os.path.isdir(final):  # the same step saved again (e.g. after a resume): replace it whole
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+        if total_limit:
+            for _, old in list_checkpoints(checkpoints_dir)[:-total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final

@@ -1,0 +1,204 @@
+"""training/train_tokenizer.py and evaluate_tokenizer.py, run as a user runs them (subprocesses)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from fvq_hf import FVQModel
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = str(ROOT / "training" / "train_tokenizer.py")
+EVALUATE = str(ROOT / "training" / "evaluate_tokenizer.py")
+
+# a tokenizer of 256 codes × 32 dims on 16 px crops: seconds per run on 2 CPU cores
+TINY = [
+    "--model_preset", "tiny", "--codebook_size", "256", "--codebook_dim", "32", "--bridge", "S/4",
+    "--resolution", "16", "--train_batch_size", "8", "--learning_rate", "1e-3", "--no_scale_lr",
+    "--demo_samples", "64", "--eval_samples", "24", "--perceptual_weight", "0", "--gan_weight", "0",
+    "--report_to", "none", "--logging_steps", "1", "--seed", "3",
+]
+
+
+def run(args, env_extra=None, check=True, launcher=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    cmd = (launcher or [sys.executable]) + args
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def metrics(output_dir):
+    """The last logged values of every step (a resumed run logs the steps after its checkpoint again)."""
+    rows = {}
+    for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "loss" in row:
+            rows[row["step"]] = row
+    return rows
+
+
+def test_full_tiny_run_saves_reloads_and_evaluates(tmp_path):
+    out = tmp_path / "run"
+    result = run([TRAIN, *TINY, "--max_train_steps", "6", "--eval_steps", "3", "--checkpointing_steps", "3",
+                  "--perceptual_weight", "0.1", "--perceptual_random_init", "--gan_weight", "0.5", "--gan_start_step", "2", "--disc_layers", "1",
+                  "--use_ema", "--ema_decay", "0.9", "--report_to", "tensorboard", "--output_dir", str(out)])
+    assert "held-out usage" in result.stdout and f"saved the folded tokenizer to {out}" in result.stdout
+    summary = json.loads((out / "train_results.json").read_text())
+    assert summary["steps"] == 6 and summary["num_processes"] == 1 and summary["evaluation"]["images"] == 24
+    assert (out / "checkpoints" / "checkpoint-3").is_dir()
+    logs = metrics(out)
+    assert logs[6]["discriminator_loss"] != 0 and logs[6]["perceptual_loss"] > 0  # GAN and LPIPS were on
+    assert any(p.name.startswith("events.out.tfevents") for p in (out / "logs").rglob("*"))
+
+    folded = FVQModel.from_pretrained(out)
+    unfolded = FVQModel.from_pretrained(out, subfolder="unfolded")
+    assert folded.config.folded and unfolded.config.projector == "vqbridge"
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(folded(images).indices, unfolded.eval()(images).indices)
+    card = (out / "README.md").read_text()
+    assert "model-index" in card and "codebook usage" in card and "Hardware:" in card
+
+    report = run([EVALUATE, "--pretrained_model_name_or_path", str(out), "--resolution", "16", "--eval_samples", "24",
+                  "--seed", "3", "--output_json", str(tmp_path / "eval.json")])
+    assert "| codebook usage |" in report.stdout and "protocol:" in report.stdout
+    evaluation = json.loads((tmp_path / "eval.json").read_text())
+    # the standalone evaluator reproduces the in-training evaluation of the saved (EMA) weights
+    assert evaluation["used_codes"] == summary["evaluation"]["used_codes"]
+    assert evaluation["psnr"] == pytest.approx(summary["evaluation"]["psnr"], abs=1e-3)
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+    args = [*TINY, "--max_train_steps", "10", "--eval_steps", "100", "--checkpointing_steps", "4"]
+    run([TRAIN, *args, "--output_dir", str(tmp_path / "straight")])
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, TRAIN, *args, "--output_dir", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "checkpoint-4").is_dir():
+        assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)  # no clean-up, as when a job is pre-empted
+    process.wait()
+    assert not (killed / "train_results.json").exists()
+
+    resumed = run([TRAIN, *args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"])
+    assert "resumed from" in resumed.stdout
+    first, second = metrics(tmp_path / "straight"), metrics(killed)
+    assert sorted(second) == list(range(1, 11))
+    for step in range(5, 11):
+        for key in ("loss", "reconstruction_loss", "vq_loss", "lr", "train_usage_window"):
+            assert second[step][key] == first[step][key], (step, key)
+    a = load_file(tmp_path / "straight" / "diffusion_pytorch_model.safetensors")
+    b = load_file(killed / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_process_cpu_run_sums_usage_over_ranks(tmp_path):
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = run([TRAIN, *TINY, "--max_train_steps", "3", "--eval_steps", "3", "--output_dir", str(out)], launcher=launcher)
+    assert "2 process(es)" in result.stdout
+    summary = json.loads((out / "train_results.json").read_text())
+    assert summary["num_processes"] == 2
+    # each rank evaluated half of the 24 held-out crops; the counts were summed over both
+    assert summary["evaluation"]["images"] == 24
+    single = run([EVALUATE, "--pretrained_model_name_or_path", str(out), "--resolution", "16", "--eval_samples", "24",
+                  "--seed", "3", "--output_json", str(tmp_path / "single.json")])
+    assert single.returncode == 0
+    alone = json.loads((tmp_path / "single.json").read_text())
+    assert alone["used_codes"] == summary["evaluation"]["used_codes"] and alone["images"] == 24
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path):
+    data = tmp_path / "images"
+    data.mkdir()
+    for i in range(6):
+        Image.new("RGB", (24, 20), (40 * i, 100, 200 - 20 * i)).save(data / f"ok_{i}.png")
+    good = (data / "ok_0.png").read_bytes()
+    (data / "truncated.png").write_bytes(good[: len(good) // 2])
+    (data / "not_an_image.jpg").write_text("hello")
+    out = tmp_path / "run"
+    result = run([TRAIN, *TINY, "--train_data_dir", str(data), "--train_batch_size", "4", "--max_train_steps", "4",
+                  "--eval_steps", "100", "--output_dir", str(out)])
+    summary = json.loads((out / "train_results.json").read_text())
+    assert summary["steps"] == 4 and summary["skipped_images"] > 0
+    assert "unreadable image(s) were skipped" in result.stdout
+    assert "not_an_image.jpg" in result.stderr or "truncated.png" in result.stderr
+
+
+def test_discriminator_too_deep_for_the_crops(tmp_path):
+    result = run([TRAIN, *TINY, "--gan_weight", "0.5", "--max_train_steps", "1", "--output_dir", str(tmp_path / "run")], check=False)
+    assert result.returncode != 0 and "too small for a PatchGAN with --disc_layers 3" in result.stderr
+
+
+def test_missing_perceptual_weights_stop_with_a_clear_message(tmp_path):
+    result = run([TRAIN, *TINY, "--perceptual_weight", "1.0", "--perceptual_weights", "nobody/no-vgg",
+                  "--max_train_steps", "2", "--output_dir", str(tmp_path / "run")], env_extra={"HF_HUB_OFFLINE": "1"}, check=False)
+    assert result.returncode != 0
+    assert "could not load VGG16 weights" in result.stderr and "perceptual weight 0" in result.stderr
+
+
+def test_help_documents_every_option_through_accelerate_launch():
+    sys.path.insert(0, str(ROOT / "training"))
+    try:
+        import train_tokenizer
+    finally:
+        sys.path.pop(0)
+    parser = train_tokenizer.build_parser()
+    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert all(a.help for a in options), [a.dest for a in options if not a.help]
+    launch = run(["-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu", TRAIN, "--help"])
+    for action in options:
+        assert action.option_strings[0] in launch.stdout
+    for flag in ("--output_dir", "--resume_from_checkpoint", "--checkpoints_total_limit", "--push_to_hub", "--dataset_name"):
+        assert flag in launch.stdout
+
+
+def test_yaml_config_sets_options_and_flags_win(tmp_path):
+    sys.path.insert(0, str(ROOT / "training"))
+    try:
+        import train_tokenizer
+    finally:
+        sys.path.pop(0)
+    config = tmp_path / "c.yaml"
+    config.write_text("resolution: 64\nlearning_rate: 0.01\n")
+    args = train_tokenizer.parse_args(["--config", str(config), "--learning_rate", "0.5"])
+    assert args.resolution == 64 and args.learning_rate == 0.5
+    config.write_text("resolutoin: 64\n")
+    with pytest.raises(SystemExit):
+        train_tokenizer.parse_args(["--config", str(config)])
+
+
+def test_fine_tuning_continues_the_bridge_or_freezes_a_folded_codebook(tmp_path):
+    base = tmp_path / "base"
+    run([TRAIN, *TINY, "--max_train_steps", "2", "--eval_steps", "100", "--output_dir", str(base)])
+
+    tuned = run([TRAIN, *TINY, "--pretrained_model_name_or_path", str(base), "--max_train_steps", "2", "--eval_steps", "100",
+                 "--output_dir", str(tmp_path / "tuned")])
+    assert "raw codebook and vqbridge projector go on training" in tuned.stdout
+    before = FVQModel.from_pretrained(base, subfolder="unfolded")
+    after = FVQModel.from_pretrained(tmp_path / "tuned", subfolder="unfolded")
+    assert not torch.equal(before.quantize.projector.final_layer.linear.weight, after.quantize.projector.final_layer.linear.weight)
+
+    folded_only = tmp_path / "folded_only"
+    FVQModel.from_pretrained(base).save_pretrained(folded_only)
+    frozen = run([TRAIN, *TINY, "--pretrained_model_name_or_path", str(folded_only), "--max_train_steps", "2", "--eval_steps", "100",
+                  "--output_dir", str(tmp_path / "frozen")])
+    assert "codebook frozen" in frozen.stdout
+    result = FVQModel.from_pretrained(tmp_path / "frozen")
+    original = FVQModel.from_pretrained(folded_only)
+    assert torch.equal(result.quantize.embedding.weight, original.quantize.embedding.weight)
+    assert not torch.equal(result.encoder.conv_in.weight, original.encoder.conv_in.weight)
+    assert not (tmp_path / "frozen" / "unfolded").exists()
