@@ -78,8 +78,10 @@ def test_full_tiny_run_saves_reloads_and_evaluates(tmp_path):
     assert evaluation["psnr"] == pytest.approx(summary["evaluation"]["psnr"], abs=1e-3)
 
 
-def test_killed_run_resumes_exactly(tmp_path):
-    args = [*TINY, "--max_train_steps", "10", "--eval_steps", "100", "--checkpointing_steps", "4"]
+@pytest.mark.parametrize("extra", [[], ["--gradient_accumulation_steps", "2", "--demo_samples", "40"]], ids=["plain", "accumulation-across-epochs"])
+def test_killed_run_resumes_exactly(tmp_path, extra):
+    # with 5 batches per epoch and 2 per optimizer step, epochs end in the middle of an accumulation
+    args = [*TINY, *extra, "--max_train_steps", "10", "--eval_steps", "100", "--checkpointing_steps", "4"]
     run([TRAIN, *args, "--output_dir", str(tmp_path / "straight")])
 
     killed = tmp_path / "killed"

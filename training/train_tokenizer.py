@@ -272,23 +272,21 @@ def main(argv: list[str] | None = None) -> dict:
         num_workers=args.dataloader_num_workers,
     )
 
-    if iterable:
-        if args.max_train_steps is None:
-            raise SystemExit("a streamed or iterable dataset has no length: pass --max_train_steps")
-        steps_per_epoch = None
-    else:
-        steps_per_epoch = math.ceil(len(train_dataloader) / accelerator.num_processes / args.gradient_accumulation_steps)
-    max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    # schedulers are stepped by hand once per optimizer step, so the annealing formula holds exactly
-    scheduler = get_scheduler(args.lr_scheduler, optimizer, max_steps, args.lr_warmup_ratio)
-    disc_scheduler = get_scheduler(args.lr_scheduler, disc_optimizer, max_steps, args.lr_warmup_ratio) if disc_optimizer else None
-
     prepared = accelerator.prepare(model, optimizer, *([discriminator, disc_optimizer] if discriminator is not None else []))
     model, optimizer = prepared[:2]
     if discriminator is not None:
         discriminator, disc_optimizer = prepared[2:]
-    if not iterable:
+    if iterable:
+        if args.max_train_steps is None:
+            raise SystemExit("a streamed or iterable dataset has no length: pass --max_train_steps")
+        batches_per_epoch = None
+    else:
         train_dataloader = accelerator.prepare(train_dataloader)
+        batches_per_epoch = len(train_dataloader)  # per process, after sharding
+    max_steps = args.max_train_steps or args.num_train_epochs * math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
+    # schedulers are stepped by hand once per optimizer step, so the annealing formula holds exactly
+    scheduler = get_scheduler(args.lr_scheduler, optimizer, max_steps, args.lr_warmup_ratio)
+    disc_scheduler = get_scheduler(args.lr_scheduler, disc_optimizer, max_steps, args.lr_warmup_ratio) if disc_optimizer else None
 
     usage = CodebookUsage(model_config(model).codebook_size, device=accelerator.device)  # since the last log
     ema = None
@@ -297,19 +295,20 @@ def main(argv: list[str] | None = None) -> dict:
 
         ema = EMAModel(unwrap(accelerator, model).parameters(), decay=args.ema_decay, model_cls=FVQModel, model_config=model_config(model))
         ema.to(accelerator.device)
-    for stateful in (scheduler, disc_scheduler, usage, ema):
+    progress_state = TrainingProgress()
+    for stateful in (scheduler, disc_scheduler, usage, ema, progress_state):
         if stateful is not None:
             accelerator.register_for_checkpointing(stateful)
 
     # ---- resume
-    global_step, skipped_images = 0, 0
+    skipped_images = 0
     resume = resolve_checkpoint(checkpoints_dir, args.resume_from_checkpoint)
     if args.resume_from_checkpoint and resume is None:
         log(f"no checkpoint in {checkpoints_dir} yet: starting from scratch")
     if resume is not None:
-        global_step, path = resume
-        accelerator.load_state(path)
-        log(f"resumed from {path} at step {global_step}")
+        accelerator.load_state(resume[1])
+        log(f"resumed from {resume[1]} at step {progress_state.global_step}")
+    global_step, epoch = progress_state.global_step, progress_state.epoch
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
         tracker_config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
@@ -325,8 +324,6 @@ def main(argv: list[str] | None = None) -> dict:
     progress = tqdm(range(max_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
     unwrapped = unwrap(accelerator, model)
     last_layer = unwrapped.decoder.conv_out.weight
-    micro_step = global_step * args.gradient_accumulation_steps
-    epoch = micro_step // (steps_per_epoch * args.gradient_accumulation_steps) if steps_per_epoch else 0
     last_eval = None
 
     # ---- the loop
@@ -335,13 +332,13 @@ def main(argv: list[str] | None = None) -> dict:
         if hasattr(train_dataloader, "set_epoch"):
             train_dataloader.set_epoch(epoch)
         batches = iter(train_dataloader)
-        done_in_epoch = micro_step - epoch * steps_per_epoch * args.gradient_accumulation_steps if steps_per_epoch else micro_step
+        done_in_epoch = progress_state.batches_in_epoch
         if done_in_epoch:  # resuming mid-epoch: skip what the interrupted run already trained on
             batches = iter(accelerator.skip_first_batches(train_dataloader, done_in_epoch)) if not iterable else itertools.islice(batches, done_in_epoch, None)
         for batch in batches:
             images = batch["pixel_values"].to(accelerator.device)
             skipped_images += batch["skipped"]
-            micro_step += 1
+            progress_state.batches_in_epoch += 1
             gan_active = discriminator is not None and global_step >= args.gan_start_step
             with accelerator.accumulate(*( [model, discriminator] if discriminator is not None else [model])):
                 out = model(images)
@@ -385,6 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
             if ema is not None:
                 ema.step(unwrapped.parameters())
             global_step += 1
+            progress_state.update(global_step, epoch)
             progress.update(1)
 
             if global_step % args.logging_steps == 0 or global_step == max_steps:
@@ -420,7 +418,10 @@ def main(argv: list[str] | None = None) -> dict:
                 )
             if global_step >= max_steps:
                 break
-        epoch += 1
+        else:  # the epoch's batches are used up
+            epoch += 1
+            progress_state.update(global_step, epoch)
+            progress_state.batches_in_epoch = 0
 
     # ---- outputs
     progress.close()
@@ -493,6 +494,22 @@ def run_evaluation(accelerator, unwrapped, ema, dataloader, lpips, description, 
         with open(os.path.join(args.output_dir, "metrics.jsonl"), "a") as handle:
             handle.write(json.dumps({"step": step, **{f"eval/{k}": v for k, v in result.as_dict().items() if k != "extra"}}) + "\n")
     return result
+
+
+class TrainingProgress:
+    """Where training stands (saved in every checkpoint), so a resumed run takes up the data where it stopped."""
+
+    def __init__(self):
+        self.global_step = self.epoch = self.batches_in_epoch = 0
+
+    def update(self, global_step: int, epoch: int) -> None:
+        self.global_step, self.epoch = global_step, epoch
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update(state)
 
 
 def recipe_summary(args, lr, global_batch, max_steps) -> dict:

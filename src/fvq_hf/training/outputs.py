@@ -35,10 +35,8 @@ def save_trained_tokenizer(
     """
     c = model.config
     model.fold().save_pretrained(output_dir)
-    if not c.folded and c.projector != "none":
+    if not c.folded:  # raw codebook (+ projector): what a fine-tune continues from
         model.save_pretrained(os.path.join(output_dir, "unfolded"))
-    elif c.projector == "none" and not c.folded:
-        model.save_pretrained(os.path.join(output_dir, "unfolded"))  # a plain codebook trains on as it is
     repo_id = hub_model_id or os.path.basename(os.path.abspath(output_dir))
 
     metrics = {}
