@@ -177,7 +177,7 @@ def build_eval_dataset(args):
     if args.dataset_name and args.validation_split:
         from fvq_hf.data import HFImageDataset
 
-        ds = HFImageDataset(args.dataset_name, args.resolution, args.image_column, split=args.validation_split, train=False)
+        ds = HFImageDataset(args.dataset_name, args.resolution, args.image_column, split=args.validation_split, train=False, config_name=args.dataset_config_name)
         return ds, f"{args.dataset_name} [{args.validation_split}]"
     return DemoCropDataset("heldout", args.resolution, num_samples=args.eval_samples, seed=args.seed), "held-out demo crops (photos not used for training)"
 
@@ -252,7 +252,10 @@ def main(argv: list[str] | None = None) -> dict:
     disc_optimizer = torch.optim.Adam(discriminator.parameters(), **adam) if discriminator is not None else None
 
     # ---- data
-    train_dataset = build_dataset(args.dataset_name, args.train_data_dir, args.resolution, args.image_column, args.streaming, args.seed, args.demo_samples)
+    train_dataset = build_dataset(
+        args.dataset_name, args.train_data_dir, args.resolution, args.image_column, args.streaming, args.seed, args.demo_samples,
+        config_name=args.dataset_config_name,
+    )
     iterable = isinstance(train_dataset, IterableDataset)
     if iterable:
         train_dataset.shard(accelerator.process_index, accelerator.num_processes)

@@ -213,6 +213,7 @@ def build_dataset(
     streaming: bool = False,
     seed: int = 0,
     demo_samples: int = 4096,
+    config_name: str | None = None,
 ) -> Dataset | IterableDataset:
     """The training set the flags describe: a folder, a ``datasets`` dataset, or (neither) the demo photos."""
     if dataset_name and train_data_dir:
@@ -220,5 +221,5 @@ def build_dataset(
     if train_data_dir:
         return ImageFolderDataset(train_data_dir, resolution, train=True, seed=seed)
     if dataset_name:
-        return HFImageDataset(dataset_name, resolution, image_column=image_column, streaming=streaming, seed=seed)
+        return HFImageDataset(dataset_name, resolution, image_column=image_column, streaming=streaming, seed=seed, config_name=config_name)
     return DemoCropDataset("train", resolution, num_samples=demo_samples, seed=seed)
