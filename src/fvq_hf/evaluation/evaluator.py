@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from ..quantization.usage import CodebookUsage
+from ..quantization.usage import CodebookUsage, UsageStats
 from .metrics import psnr
 
 
@@ -116,7 +116,7 @@ def evaluate_tokenizer(
         if len(kept) * images.shape[0] < keep_first:
             kept.append(torch.stack([images.float(), reconstruction]).cpu())
     counts = usage.global_counts()
-    stats = usage.compute()
+    stats = UsageStats.from_counts(counts)
     sums = _all_sum(sums)
     n = max(float(sums[0]), 1.0)
     result = EvaluationResult(

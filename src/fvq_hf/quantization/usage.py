@@ -27,6 +27,17 @@ class UsageStats:
     codebook_size: int
     total: int
 
+    @classmethod
+    def from_counts(cls, counts: torch.Tensor) -> "UsageStats":
+        """Statistics of a code histogram (K,)."""
+        total = int(counts.sum())
+        used = int((counts > 0).sum())
+        if total == 0:
+            return cls(0.0, 0.0, 0, counts.numel(), 0)
+        p = counts[counts > 0].double() / total
+        perplexity = math.exp(float(-(p * p.log()).sum()))
+        return cls(used / counts.numel(), perplexity, used, counts.numel(), total)
+
 
 class CodebookUsage:
     """A bincount of chosen codes, exact over any number of batches and summed across processes.
@@ -64,14 +75,8 @@ class CodebookUsage:
         return counts
 
     def compute(self) -> UsageStats:
-        counts = self.global_counts()
-        total = int(counts.sum())
-        used = int((counts > 0).sum())
-        if total == 0:
-            return UsageStats(0.0, 0.0, 0, self.codebook_size, 0)
-        p = counts[counts > 0].double() / total
-        perplexity = math.exp(float(-(p * p.log()).sum()))
-        return UsageStats(used / self.codebook_size, perplexity, used, self.codebook_size, total)
+        """Usage and perplexity over all processes (a collective call when distributed)."""
+        return UsageStats.from_counts(self.global_counts())
 
     def state_dict(self) -> dict:
         return {"codebook_size": self.codebook_size, "counts": self.counts.cpu()}
