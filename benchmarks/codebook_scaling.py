@@ -154,7 +154,7 @@ def main(argv=None) -> list[dict]:
                       f"error {run['quantization_error']:.4f}{slots}, {run['seconds_per_step']:.3f} s/step", flush=True)
 
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
-    print(f"\n| K | projector | annealing | usage | live slots | perplexity | quantisation error | s/step |\n|---|---|---|---|---|---|---|---|")
+    print("\n| K | projector | annealing | usage | live slots | perplexity | quantisation error | s/step |\n|---|---|---|---|---|---|---|---|")
     for r in runs:
         slots = f"{r['live_slots']}/{r['slots']}" if r["live_slots"] is not None else "–"
         print(f"| {r['codebook_size']:,} | {r['projector']} | {'yes' if r['annealing'] else 'no'} | {r['usage']:.2%} | {slots} | "

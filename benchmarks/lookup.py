@@ -138,7 +138,7 @@ def main() -> None:
                 print(f"  {device} K={k:>7,} {method:<8} {run['seconds']:8.3f} s  +{run['peak_extra_bytes'] / 2**20:9.1f} MiB", flush=True)
 
     print()
-    print(f"| device | K | method | time (s) | peak extra memory (MiB) | time vs full | memory: full / this |")
+    print("| device | K | method | time (s) | peak extra memory (MiB) | time vs full | memory: full / this |")
     print("|---|---|---|---|---|---|---|")
     for run in runs:
         full = next(r for r in runs if r["method"] == "full" and r["codebook_size"] == run["codebook_size"] and r["device"] == run["device"]) if "full" in args.methods else run

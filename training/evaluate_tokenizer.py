@@ -18,10 +18,10 @@ import os
 
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader, IterableDataset, Subset
+from torch.utils.data import DataLoader
 
 from fvq_hf import FVQModel
-from fvq_hf.data import DemoCropDataset, HFImageDataset, ImageFolderDataset, collate_images
+from fvq_hf.data import DemoCropDataset, HFImageDataset, ImageFolderDataset, collate_images, shard_for_process
 from fvq_hf.evaluation import evaluate_tokenizer
 
 
@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         dataset = DemoCropDataset("heldout", resolution, num_samples=args.eval_samples, seed=args.seed)
         data, crop = "held-out demo crops (photos not used for training)", "fixed random crops, bicubic resize"
-    rank, world = accelerator.process_index, accelerator.num_processes
-    shard = dataset.shard(rank, world) if isinstance(dataset, IterableDataset) else Subset(dataset, range(rank, len(dataset), world))
+    shard = shard_for_process(dataset, accelerator.process_index, accelerator.num_processes)
     dataloader = DataLoader(shard, batch_size=args.batch_size, collate_fn=collate_images)
 
     lpips = fid = None
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     protocol = f"{crop} to {resolution} px; reconstructions compared as in-memory uint8/float tensors (no JPEG/PNG round trip); PSNR on RGB, SSIM with data range 2"
     with accelerator.autocast():
         result, _ = evaluate_tokenizer(model, dataloader, lpips=lpips, fid=fid, protocol=protocol, max_batches=args.max_batches)
-    result.extra.update({"model": args.pretrained_model_name_or_path, "data": data, "num_processes": world})
+    result.extra.update({"model": args.pretrained_model_name_or_path, "data": data, "num_processes": accelerator.num_processes})
     if accelerator.is_main_process:
         print(f"{args.pretrained_model_name_or_path} on {result.images} {data}")
         print(f"protocol: {protocol}")

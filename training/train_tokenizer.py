@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
-from torch.utils.data import DataLoader, IterableDataset, Subset
+from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
 from fvq_hf import CodebookUsage, FVQModel
-from fvq_hf.data import DemoCropDataset, ImageFolderDataset, build_dataset, collate_images, make_grid, tensor_to_pil
+from fvq_hf.data import DemoCropDataset, ImageFolderDataset, build_dataset, collate_images, make_grid, shard_for_process, tensor_to_pil
 from fvq_hf.evaluation import evaluate_tokenizer
 from fvq_hf.losses import (
     LPIPS,
@@ -182,13 +182,6 @@ def build_eval_dataset(args):
     return DemoCropDataset("heldout", args.resolution, num_samples=args.eval_samples, seed=args.seed), "held-out demo crops (photos not used for training)"
 
 
-def shard(dataset, rank: int, world: int):
-    """Every process evaluates its own images, none twice (Accelerate would pad the last batch with repeats)."""
-    if isinstance(dataset, IterableDataset):
-        return dataset.shard(rank, world)
-    return Subset(dataset, range(rank, len(dataset), world))
-
-
 def hardware_summary(accelerator) -> str:
     if torch.cuda.is_available():
         device = f"{accelerator.num_processes} × {torch.cuda.get_device_name()}"
@@ -269,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     eval_dataset, eval_description = build_eval_dataset(args)
     eval_dataloader = DataLoader(
-        shard(eval_dataset, accelerator.process_index, accelerator.num_processes),
+        shard_for_process(eval_dataset, accelerator.process_index, accelerator.num_processes),
         batch_size=args.train_batch_size,
         collate_fn=collate_images,
         num_workers=args.dataloader_num_workers,
@@ -279,6 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
     model, optimizer = prepared[:2]
     if discriminator is not None:
         discriminator, disc_optimizer = prepared[2:]
+    unwrapped = accelerator.unwrap_model(model)
     if iterable:
         if args.max_train_steps is None:
             raise SystemExit("a streamed or iterable dataset has no length: pass --max_train_steps")
@@ -291,12 +285,12 @@ def main(argv: list[str] | None = None) -> dict:
     scheduler = get_scheduler(args.lr_scheduler, optimizer, max_steps, args.lr_warmup_ratio)
     disc_scheduler = get_scheduler(args.lr_scheduler, disc_optimizer, max_steps, args.lr_warmup_ratio) if disc_optimizer else None
 
-    usage = CodebookUsage(model_config(model).codebook_size, device=accelerator.device)  # since the last log
+    usage = CodebookUsage(unwrapped.config.codebook_size, device=accelerator.device)  # since the last log
     ema = None
     if args.use_ema:
         from diffusers.training_utils import EMAModel
 
-        ema = EMAModel(unwrap(accelerator, model).parameters(), decay=args.ema_decay, model_cls=FVQModel, model_config=model_config(model))
+        ema = EMAModel(unwrapped.parameters(), decay=args.ema_decay, model_cls=FVQModel, model_config=unwrapped.config)
         ema.to(accelerator.device)
     progress_state = TrainingProgress()
     for stateful in (scheduler, disc_scheduler, usage, ema, progress_state):
@@ -321,11 +315,10 @@ def main(argv: list[str] | None = None) -> dict:
     metrics_file = os.path.join(args.output_dir, "metrics.jsonl")
 
     log(
-        f"training {model_config(model).projector} tokenizer: {max_steps} steps, {accelerator.num_processes} process(es), "
+        f"training {unwrapped.config.projector} tokenizer: {max_steps} steps, {accelerator.num_processes} process(es), "
         f"global batch {global_batch}, lr {lr:.3g} ({args.lr_scheduler}), {len(eval_dataset) if not isinstance(eval_dataset, IterableDataset) else '?'} eval images"
     )
     progress = tqdm(range(max_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
-    unwrapped = unwrap(accelerator, model)
     last_layer = unwrapped.decoder.conv_out.weight
     last_eval = None
 
@@ -433,7 +426,7 @@ def main(argv: list[str] | None = None) -> dict:
     skipped_images = int(accelerator.reduce(torch.tensor(skipped_images, device=accelerator.device), "sum"))
     if skipped_images:
         log(f"warning: {skipped_images} unreadable image(s) were skipped (named in the log above)")
-    summary = {}
+    summary, hardware = {}, hardware_summary(accelerator)
     if accelerator.is_main_process:
         final = unwrapped
         if ema is not None:
@@ -446,7 +439,7 @@ def main(argv: list[str] | None = None) -> dict:
             evaluation=last_eval,
             eval_description=eval_description,
             recipe=recipe_summary(args, lr, global_batch, max_steps),
-            hardware=hardware_summary(accelerator),
+            hardware=hardware,
             wall_time=wall_time,
             base_model=args.pretrained_model_name_or_path,
             codebook_frozen=codebook_frozen,
@@ -469,7 +462,7 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_time_seconds": wall_time,
         "num_processes": accelerator.num_processes,
         "skipped_images": skipped_images,
-        "hardware": hardware_summary(accelerator),
+        "hardware": hardware,
         **summary,
     }
     if accelerator.is_main_process:
@@ -529,14 +522,6 @@ def recipe_summary(args, lr, global_batch, max_steps) -> dict:
         "data": args.dataset_name or args.train_data_dir or "embedded demo photos",
         "seed": args.seed,
     }
-
-
-def unwrap(accelerator, model):
-    return accelerator.unwrap_model(model)
-
-
-def model_config(model):
-    return getattr(model, "module", model).config
 
 
 if __name__ == "__main__":

@@ -1,6 +1,14 @@
 """Data: training/evaluation datasets, the embedded demo photographs, image/tensor conversions."""
 
-from .datasets import DemoCropDataset, HFImageDataset, ImageFolderDataset, build_dataset, collate_images, random_crop_flip
+from .datasets import (
+    DemoCropDataset,
+    HFImageDataset,
+    ImageFolderDataset,
+    build_dataset,
+    collate_images,
+    random_crop_flip,
+    shard_for_process,
+)
 from .demo import DEMO_PHOTOS, load_demo_photos
 from .images import center_crop_resize, make_grid, pil_to_tensor, tensor_to_pil
 
@@ -16,5 +24,6 @@ __all__ = [
     "make_grid",
     "pil_to_tensor",
     "random_crop_flip",
+    "shard_for_process",
     "tensor_to_pil",
 ]

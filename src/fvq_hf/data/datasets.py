@@ -13,7 +13,7 @@ import os
 import random
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import Dataset, IterableDataset, Subset
 
 from .demo import load_demo_photos
 from .images import center_crop_resize, pil_to_tensor
@@ -140,7 +140,7 @@ class DemoCropDataset(_Augmented, Dataset):
         photo = self.photos[index % len(self.photos)]
         if self.train:
             return self.transform(photo, index)
-        # evaluation: a fixed random crop per index, without flips
+        # evaluation: the same crop (and flip) for an index every time
         crop = random_crop_flip(photo, self.resolution, _generator(self.seed + 1, 0, index), self.max_zoom_out)
         return pil_to_tensor(crop)
 
@@ -203,6 +203,16 @@ class HFImageDataset(_Augmented, IterableDataset):
             except Exception as error:
                 logger.warning("skipping undecodable image in row %d (%s: %s)", index, type(error).__name__, error)
                 yield None
+
+
+def shard_for_process(dataset, rank: int, world_size: int):
+    """This process's share of an evaluation set, every item in exactly one share.
+
+    (Accelerate's prepared loaders pad the last batch with repeats, which would count images twice.)
+    """
+    if isinstance(dataset, IterableDataset):
+        return dataset.shard(rank, world_size)
+    return Subset(dataset, range(rank, len(dataset), world_size))
 
 
 def build_dataset(

@@ -11,10 +11,10 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.distributed as dist
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from ..quantization.usage import CodebookUsage, UsageStats
+from ..quantization.projectors import slot_indices
+from ..quantization.usage import CodebookUsage, UsageStats, all_reduce_sum
 from .metrics import psnr
 
 
@@ -49,13 +49,6 @@ class EvaluationResult:
         return asdict(self)
 
 
-def _all_sum(values: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        values = values.clone()
-        dist.all_reduce(values)
-    return values
-
-
 def live_slots(counts: torch.Tensor, config) -> tuple[int, int] | None:
     """(slots with any code used, p²) for a codebook laid out by a VQBridge of patch p (folded or not).
 
@@ -68,8 +61,7 @@ def live_slots(counts: torch.Tensor, config) -> tuple[int, int] | None:
         return None
     if config.projector == "none" and not config.folded:
         return None
-    used = torch.nonzero(counts > 0).flatten()
-    slots = ((used // side) % p) * p + (used % side) % p
+    slots = slot_indices(torch.nonzero(counts > 0).flatten(), side, p)
     return int(slots.unique().numel()), p * p
 
 
@@ -117,7 +109,7 @@ def evaluate_tokenizer(
             kept.append(torch.stack([images.float(), reconstruction]).cpu())
     counts = usage.global_counts()
     stats = UsageStats.from_counts(counts)
-    sums = _all_sum(sums)
+    sums = all_reduce_sum(sums)
     n = max(float(sums[0]), 1.0)
     result = EvaluationResult(
         usage=stats.usage,

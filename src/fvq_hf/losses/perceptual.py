@@ -12,7 +12,6 @@ from importlib import resources
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 DEFAULT_VGG16_WEIGHTS = "timm/vgg16.tv_in1k"
 _VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)

@@ -65,6 +65,11 @@ def check_bridge_grid(codebook_size: int, patch_size: int) -> int:
     return side
 
 
+def slot_indices(indices: torch.Tensor, side: int, patch_size: int) -> torch.Tensor:
+    """The slot (position inside its p × p tile, 0 … p² − 1) of each code index of a side × side codebook grid."""
+    return (indices // side % patch_size) * patch_size + indices % side % patch_size
+
+
 class _Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -290,8 +295,7 @@ class VQBridge(ModelMixin, ConfigMixin):
         All codes of one slot come from the same rows of the final Linear, so they tend to live or die
         together; the number of live slots is worth logging beside usage.
         """
-        side, p = self.grid_side, self.config.patch_size
-        return (indices // side % p) * p + indices % side % p
+        return slot_indices(indices, self.grid_side, self.config.patch_size)
 
 
 class LinearProjector(nn.Module):

@@ -39,6 +39,14 @@ class UsageStats:
         return cls(used / counts.numel(), perplexity, used, counts.numel(), total)
 
 
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """``values`` summed over all processes when running distributed (a collective call), else ``values``."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
 class CodebookUsage:
     """A bincount of chosen codes, exact over any number of batches and summed across processes.
 
@@ -69,10 +77,7 @@ class CodebookUsage:
 
     def global_counts(self) -> torch.Tensor:
         """The histogram summed over all processes (a collective call when distributed)."""
-        counts = self.counts.clone()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
-        return counts
+        return all_reduce_sum(self.counts)
 
     def compute(self) -> UsageStats:
         """Usage and perplexity over all processes (a collective call when distributed)."""
