@@ -1,21 +1,32 @@
 """Codebook usage at scale, the quantizer alone: each projector fits a fixed set of target vectors.
 
     python benchmarks/codebook_scaling.py                                # K = 16,384 and 65,536, d = 256, every projector
-    python benchmarks/codebook_scaling.py --sizes 262144 --steps 300      # the 262k codebook (slow on a CPU)
+    python benchmarks/codebook_scaling.py --sizes 262144 --projectors none vqbridge --device cuda   # 262k: ~20 min per exact measure on a CPU
     python benchmarks/codebook_scaling.py --no-annealing-too --device cuda
 
-No image model: a ``VectorQuantizer`` with the projector under test is trained so that its codes cover
-``--targets`` fixed vectors drawn from a centred Gaussian (an encoder whose outputs have settled). Only the
-codebook loss trains (the targets do not move). Every run has the same seed, targets, optimizer (Adam) and
-step budget; the projector and the schedule are the only differences. Reported: exact usage over all targets,
-perplexity, mean squared quantisation error, live bridge slots, seconds per step. Prints a Markdown table,
-writes JSON and a plot of usage against step to ``benchmarks/results/``.
+No image model: a ``VectorQuantizer`` with the projector under test is trained so that its codes cover a fixed
+set of ``--targets_per_code`` × K vectors drawn from a centred Gaussian (an encoder whose outputs have settled).
+Only the codebook loss trains (the targets do not move). Every run has the same seed, targets, optimizer (Adam)
+and step budget; the projector and the schedule are the only differences. Reported: exact usage over all
+targets, perplexity, mean squared quantisation error, live bridge slots, seconds per step. Prints a Markdown
+table, writes JSON and a plot of usage against step to ``benchmarks/results/``.
+
+Why 4 targets per code: even a codebook whose codes are all equally good is only fully used if the targets
+outnumber them. When each target's nearest code is an independent, uniform draw, the expected usage is
+1 − exp(−targets / K): 63 % with one target per code, 98.2 % with four. The table shows this ceiling beside
+each run. An exact measurement costs targets × K distances (about 70 s at K = 65,536 on 2 CPU cores), so
+above ``--curve_max_size`` only the final usage is measured.
+
+Initialisation: behind a projector the raw codebook starts N(0, ``--codebook_init_std``²) and the bridge's last
+Linear N(0, ``--bridge_output_init_std``²), the project's recipe (see the README); the plain codebook keeps
+VQGAN's uniform(−1/K, 1/K), the baseline the paper compares against.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -28,6 +39,7 @@ from fvq_hf.training import get_scheduler
 
 # the paper's bridge for each size: about 1,024 bridge tokens as K grows
 BRIDGE_FOR_SIZE = {16384: "L/4", 65536: "L/8", 262144: "L/8"}
+COLOURS = {"none": "tab:gray", "linear": "tab:blue", "mlp": "tab:orange", "vqbridge": "tab:green"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,14 +47,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sizes", type=int, nargs="+", default=[16384, 65536], help="codebook sizes K")
     p.add_argument("--dim", type=int, default=256, help="code dimension d")
     p.add_argument("--projectors", nargs="+", default=["none", "linear", "mlp", "vqbridge"], choices=["none", "linear", "mlp", "vqbridge"])
-    p.add_argument("--steps", type=int, default=300, help="optimizer steps per run")
-    p.add_argument("--targets", type=int, default=65536, help="fixed target vectors to cover")
+    p.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
+    p.add_argument("--targets_per_code", type=float, default=4.0, help="fixed target vectors per code (targets = this × K)")
     p.add_argument("--batch_size", type=int, default=1024, help="targets per step")
     p.add_argument("--target_std", type=float, default=1.0, help="standard deviation of the centred Gaussian targets")
     p.add_argument("--learning_rate", type=float, default=1e-3)
+    p.add_argument("--codebook_init_std", type=float, default=0.02, help="raw codebook init behind a projector (the plain codebook keeps ±1/K)")
     p.add_argument("--bridge_output_init_std", type=float, default=1e-3, help="VQBridge last-layer init std (0: the paper's zeros)")
     p.add_argument("--no-annealing-too", dest="without_annealing", action="store_true", help="also run every projector without annealing")
-    p.add_argument("--eval_every", type=int, default=50, help="measure usage over all targets every N steps")
+    p.add_argument("--eval_every", type=int, default=10, help="measure usage over all targets every N steps")
+    p.add_argument("--curve_max_size", type=int, default=16384, help="larger codebooks get only the final measurement (each costs targets × K distances)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "codebook_scaling"), help="path without extension for .json and .png")
@@ -76,11 +90,13 @@ def run_one(size: int, projector: str, annealing: bool, args, targets: torch.Ten
         size,
         args.dim,
         projector=build_projector(projector, size, args.dim, bridge_preset=bridge, output_init_std=args.bridge_output_init_std),
+        codebook_init_std=None if projector == "none" else args.codebook_init_std,
     ).to(args.device)
     optimizer = torch.optim.Adam(vq.parameters(), lr=args.learning_rate, betas=(0.9, 0.95))
     scheduler = get_scheduler("annealing" if annealing else "constant", optimizer, args.steps, warmup_ratio=0.1 if annealing else 0.0)
     generator = torch.Generator(device="cpu").manual_seed(args.seed + 1)
-    curve = [{"step": 0, **measure(vq, targets)}]
+    with_curve = size <= args.curve_max_size
+    curve = [{"step": 0, **measure(vq, targets)}] if with_curve else []
     train_seconds = 0.0  # the measurements over all targets are not training time
     for step in range(1, args.steps + 1):
         batch = targets[torch.randint(0, targets.shape[0], (args.batch_size,), generator=generator).to(targets.device)]
@@ -93,7 +109,7 @@ def run_one(size: int, projector: str, annealing: bool, args, targets: torch.Ten
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         train_seconds += time.perf_counter() - started
-        if step % args.eval_every == 0 or step == args.steps:
+        if (with_curve and step % args.eval_every == 0) or step == args.steps:
             curve.append({"step": step, **measure(vq, targets)})
     final = curve[-1]
     return {
@@ -104,7 +120,10 @@ def run_one(size: int, projector: str, annealing: bool, args, targets: torch.Ten
         "codebook_dim": args.dim,
         "bridge": bridge if projector == "vqbridge" else None,
         "bridge_output_init_std": args.bridge_output_init_std if projector == "vqbridge" else None,
+        "codebook_init": "uniform(-1/K, 1/K)" if projector == "none" else f"N(0, {args.codebook_init_std:g}^2)",
         "steps": args.steps,
+        "targets": targets.shape[0],
+        "uniform_assignment_usage": 1 - math.exp(-targets.shape[0] / size),
         "usage": final["usage"],
         "perplexity": final["perplexity"],
         "quantization_error": final["quantization_error"],
@@ -127,8 +146,10 @@ def plot(runs: list[dict], path: str) -> None:
     for ax, size in zip(axes[0], sizes):
         for run in (r for r in runs if r["codebook_size"] == size):
             label = f"{run['projector']}{'' if run['annealing'] else ' (no annealing)'}"
-            ax.plot([c["step"] for c in run["curve"]], [100 * c["usage"] for c in run["curve"]], label=label,
-                    linestyle="-" if run["annealing"] else "--")
+            ax.plot([c["step"] for c in run["curve"]], [100 * c["usage"] for c in run["curve"]], label=label, marker="o", markersize=3,
+                    color=COLOURS[run["projector"]], linestyle="-" if run["annealing"] else "--")
+        ceiling = next(r["uniform_assignment_usage"] for r in runs if r["codebook_size"] == size)
+        ax.axhline(100 * ceiling, color="black", linewidth=0.8, linestyle=":", label="uniform-assignment ceiling")
         ax.set_title(f"K = {size:,}, d = {runs[0]['codebook_dim']}")
         ax.set_xlabel("step")
         ax.set_ylabel("usage over all targets (%)")
@@ -142,9 +163,10 @@ def plot(runs: list[dict], path: str) -> None:
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
-    targets = args.target_std * torch.randn(args.targets, args.dim, generator=torch.Generator().manual_seed(args.seed)).to(args.device)
     runs = []
     for size in args.sizes:
+        count = round(args.targets_per_code * size)
+        targets = args.target_std * torch.randn(count, args.dim, generator=torch.Generator().manual_seed(args.seed)).to(args.device)
         for annealing in [True, False] if args.without_annealing else [True]:
             for projector in args.projectors:
                 run = run_one(size, projector, annealing, args, targets)
@@ -154,10 +176,10 @@ def main(argv=None) -> list[dict]:
                       f"error {run['quantization_error']:.4f}{slots}, {run['seconds_per_step']:.3f} s/step", flush=True)
 
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
-    print("\n| K | projector | annealing | usage | live slots | perplexity | quantisation error | s/step |\n|---|---|---|---|---|---|---|---|")
+    print("\n| K | projector | annealing | usage | ceiling | live slots | perplexity | quantisation error | s/step |\n|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         slots = f"{r['live_slots']}/{r['slots']}" if r["live_slots"] is not None else "–"
-        print(f"| {r['codebook_size']:,} | {r['projector']} | {'yes' if r['annealing'] else 'no'} | {r['usage']:.2%} | {slots} | "
+        print(f"| {r['codebook_size']:,} | {r['projector']} | {'yes' if r['annealing'] else 'no'} | {r['usage']:.2%} | {r['uniform_assignment_usage']:.1%} | {slots} | "
               f"{r['perplexity']:,.0f} | {r['quantization_error']:.4f} | {r['seconds_per_step']:.3f} |")
     machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__, "device": args.device,
                "threads": torch.get_num_threads()}

@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--projector", default="vqbridge", choices=PROJECTOR_TYPES, help="codebook projector")
     g.add_argument("--bridge", default=None, help="VQBridge preset such as L/4 or L/8 (default: the preset's)")
     g.add_argument("--bridge_output_init_std", type=float, default=None, help="std of the bridge's last Linear at init; 0 is the paper's zero init")
+    g.add_argument("--codebook_init_std", type=float, default=None, help="N(0, std²) init of the raw codebook; unset is the paper's uniform ±1/K")
     g.add_argument("--l2_normalize", action="store_true", help="cosine-distance codebook (LlamaGen's d = 8 recipe)")
 
     g = p.add_argument_group("data")
@@ -163,7 +164,7 @@ def build_model(args, log) -> tuple[FVQModel, bool]:
             log(f"{source} is folded (no raw codebook or bridge to train): training encoder and decoder with the codebook frozen")
         return model, frozen
     overrides = {"projector": args.projector}
-    for key in ("codebook_size", "codebook_dim", "bridge", "bridge_output_init_std"):
+    for key in ("codebook_size", "codebook_dim", "bridge", "bridge_output_init_std", "codebook_init_std"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if args.l2_normalize:

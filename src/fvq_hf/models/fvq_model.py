@@ -107,6 +107,8 @@ class FVQModel(ModelMixin, ConfigMixin):
         bridge_mlp_ratio (`float`, defaults to 2.0): VQBridge MLP width ratio.
         bridge_output_init_std (`float`, defaults to 0.0): Std of the bridge's final Linear at init; 0 is the
             paper's zero initialisation.
+        codebook_init_std (`float`, *optional*): Std of a N(0, std²) init of the raw codebook; ``None`` is the
+            paper's uniform(−1/K, 1/K). See ``VectorQuantizer``.
         bridge_flavour (`str`, defaults to `"vit"`): ``"vit"`` (the paper's bridge) or ``"dit"`` (sin-cos positions
             and adaLN-Zero from a learned constant, as the official released training scripts use).
         bridge_num_condition_embeddings (`int`, defaults to 1): Rows of the DiT flavour's constant table.
@@ -142,6 +144,7 @@ class FVQModel(ModelMixin, ConfigMixin):
         bridge_depth: int = 2,
         bridge_mlp_ratio: float = 2.0,
         bridge_output_init_std: float = 0.0,
+        codebook_init_std: float | None = None,
         bridge_flavour: str = "vit",
         bridge_num_condition_embeddings: int = 1,
         folded: bool = False,
@@ -185,6 +188,7 @@ class FVQModel(ModelMixin, ConfigMixin):
             beta=commitment_beta,
             l2_normalize=l2_normalize,
             chunk_size=search_chunk_size,
+            codebook_init_std=codebook_init_std,
         )
         self.post_quant_conv = nn.Conv2d(codebook_dim, latent_channels, 1)
         self.decoder = Decoder(

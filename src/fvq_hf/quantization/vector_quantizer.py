@@ -29,6 +29,11 @@ class VectorQuantizer(nn.Module):
             distance), as LlamaGen's released tokenizer does.
         chunk_size (`int`, defaults to 2**24): Most distances held at once by the nearest-code search; bounds
             its memory without changing its result.
+        codebook_init_std (`float`, *optional*): Initialise the raw codebook N(0, std²). ``None`` is the paper's
+            (and VQGAN's) uniform(−1/K, 1/K). Behind a projector the raw codebook is the projector's *input*: at
+            ±1/K (std 3.5e-5 at K = 16,384) the patch embeddings of a VQBridge L/4 have a variance of 2.3e-9,
+            430 times below its LayerNorm eps (1e-6), so every bridge token looks alike and the codes of a slot
+            start bunched together. An embedding-table scale such as 0.02 lets the bridge see its input from step 0.
     """
 
     def __init__(
@@ -39,6 +44,7 @@ class VectorQuantizer(nn.Module):
         beta: float = 0.25,
         l2_normalize: bool = False,
         chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+        codebook_init_std: float | None = None,
     ):
         super().__init__()
         self.codebook_size = codebook_size
@@ -47,7 +53,12 @@ class VectorQuantizer(nn.Module):
         self.l2_normalize = l2_normalize
         self.chunk_size = chunk_size
         self.embedding = nn.Embedding(codebook_size, codebook_dim)
-        nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        if codebook_init_std is None:
+            nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        elif codebook_init_std > 0:
+            nn.init.normal_(self.embedding.weight, std=codebook_init_std)
+        else:
+            raise ValueError(f"codebook_init_std must be positive or None (the paper's uniform ±1/K), got {codebook_init_std}")
         self.projector = projector
 
     def get_codebook(self) -> torch.Tensor:

@@ -71,12 +71,18 @@ def save_trained_tokenizer(
         projector = {"none": "none (plain codebook)", "linear": "single Linear(d, d)", "mlp": "5-layer MLP"}[c.projector]
     if codebook_frozen:
         projector = "none: fine-tuned from a folded model, codebook frozen"
-    init_note = ""
+    departures = []
     if c.projector == "vqbridge" and c.bridge_output_init_std > 0:
-        init_note = (
-            f"Departure from the paper: the bridge's last Linear started from N(0, {c.bridge_output_init_std:g}²) instead of zeros, "
-            "which keeps every code slot of a bridge token alive on small data."
+        departures.append(
+            f"the bridge's last Linear started from N(0, {c.bridge_output_init_std:g}²) instead of zeros, "
+            "which keeps every code slot of a bridge token alive on small data"
         )
+    if c.projector != "none" and c.get("codebook_init_std") is not None:
+        departures.append(
+            f"the raw codebook started from N(0, {c.codebook_init_std:g}²) instead of uniform(−1/K, 1/K), "
+            "so the projector sees distinct inputs from the first step"
+        )
+    init_note = f"Departure from the paper: {'; '.join(departures)}." if departures else ""
     card = render_model_card(
         "trained_tokenizer.md",
         card_data,
