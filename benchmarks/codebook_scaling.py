@@ -25,17 +25,15 @@ VQGAN's uniform(−1/K, 1/K), the baseline the paper compares against.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
-import subprocess
 import time
 
 import torch
 
 from fvq_hf.quantization import CodebookUsage, VectorQuantizer, build_projector, nearest_code
 from fvq_hf.training import get_scheduler
+from provenance import save_runs
 
 # the paper's bridge for each size: about 1,024 bridge tokens as K grows
 BRIDGE_FOR_SIZE = {16384: "L/4", 65536: "L/8", 262144: "L/8"}
@@ -175,24 +173,12 @@ def main(argv=None) -> list[dict]:
                 print(f"  K={size:>7,} {projector:<8} annealing={annealing!s:<5} usage {run['usage']:7.2%} "
                       f"error {run['quantization_error']:.4f}{slots}, {run['seconds_per_step']:.3f} s/step", flush=True)
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
     print("\n| K | projector | annealing | usage | ceiling | live slots | perplexity | quantisation error | s/step |\n|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         slots = f"{r['live_slots']}/{r['slots']}" if r["live_slots"] is not None else "–"
         print(f"| {r['codebook_size']:,} | {r['projector']} | {'yes' if r['annealing'] else 'no'} | {r['usage']:.2%} | {r['uniform_assignment_usage']:.1%} | {slots} | "
               f"{r['perplexity']:,.0f} | {r['quantization_error']:.4f} | {r['seconds_per_step']:.3f} |")
-    machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__, "device": args.device,
-               "threads": torch.get_num_threads()}
-    if args.device.startswith("cuda"):
-        machine["gpu"] = torch.cuda.get_device_name()
-    settings = {k: v for k, v in vars(args).items() if k != "output"}
-    for r in runs:
-        r.update(commit=commit, machine=machine, settings=settings)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output + ".json", "w") as handle:
-        json.dump(runs, handle, indent=1)  # a list of runs
-    plot(runs, args.output + ".png")
-    print(f"\nwrote {args.output}.json and {args.output}.png")
+    save_runs(runs, args, plot)
     return runs
 
 

@@ -20,10 +20,7 @@ baseline the paper compares against.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import time
 
 import torch
@@ -34,6 +31,7 @@ from fvq_hf import FVQModel
 from fvq_hf.data import DemoCropDataset, collate_images
 from fvq_hf.evaluation import evaluate_tokenizer
 from fvq_hf.training import get_scheduler
+from provenance import save_runs
 
 PROJECTORS = ["none", "linear", "mlp", "vqbridge"]
 # the paper's bridge for each size: about 1,024 bridge tokens as K grows (smaller K: keep p = 4)
@@ -47,12 +45,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="only run with learning annealing (default: each projector with and without)")
     p.add_argument("--codebook_size", type=int, default=16384, help="K (a perfect square)")
     p.add_argument("--codebook_dim", type=int, default=256, help="d")
-    p.add_argument("--steps", type=int, default=120, help="optimizer steps per run")
+    p.add_argument("--steps", type=int, default=50, help="optimizer steps per run (CPU budget: 8 runs in about 13 minutes)")
     p.add_argument("--resolution", type=int, default=32, help="crop size in pixels (a multiple of 4)")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument("--eval_samples", type=int, default=1024, help="held-out crops; their tokens should outnumber K several times")
-    p.add_argument("--eval_every", type=int, default=40, help="measure held-out usage every N steps (and at steps 0 and the last)")
+    p.add_argument("--eval_every", type=int, default=25, help="measure held-out usage every N steps (and at steps 0 and the last)")
     p.add_argument("--codebook_init_std", type=float, default=0.02, help="raw codebook init behind a projector (the plain codebook keeps ±1/K)")
     p.add_argument("--bridge_output_init_std", type=float, default=1e-3, help="VQBridge last-layer init std (0: the paper's zeros)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -149,11 +147,6 @@ def plot(runs: list[dict], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def git_commit() -> str | None:
-    here = os.path.dirname(os.path.abspath(__file__))
-    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here).stdout.strip() or None
-
-
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     heldout_set = DemoCropDataset("heldout", args.resolution, num_samples=args.eval_samples, seed=args.seed)
@@ -172,19 +165,7 @@ def main(argv=None) -> list[dict]:
         slots = f"{r['live_slots']}/{r['slots']}" if r["live_slots"] is not None else "–"
         print(f"| {r['projector']} | {'yes' if r['annealing'] else 'no'} | {r['usage']:.2%} | {r['used_codes']:,} | {slots} | "
               f"{r['perplexity']:,.0f} | {r['psnr']:.2f} | {r['seconds_per_step']:.3f} |")
-    machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__, "device": args.device,
-               "threads": torch.get_num_threads()}
-    if args.device.startswith("cuda"):
-        machine["gpu"] = torch.cuda.get_device_name()
-    settings = {k: v for k, v in vars(args).items() if k != "output"}
-    commit = git_commit()
-    for r in runs:
-        r.update(commit=commit, machine=machine, settings=settings)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output + ".json", "w") as handle:
-        json.dump(runs, handle, indent=1)  # a list of runs
-    plot(runs, args.output + ".png")
-    print(f"\nwrote {args.output}.json and {args.output}.png")
+    save_runs(runs, args, plot)
     return runs
 
 

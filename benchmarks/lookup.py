@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
+
+from provenance import git_commit, machine
 
 METHODS = {
     "chunked": "fvq_hf nearest_code, default chunk_size (2**24 distances)",
@@ -83,27 +84,6 @@ def worker(method: str, k: int, d: int, n: int, device: str, repeats: int) -> di
     }
 
 
-def machine(device: str) -> dict:
-    import torch
-
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": device,
-    }
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[16384, 65536, 262144], help="codebook sizes K")
@@ -149,10 +129,7 @@ def main() -> None:
             f"{full['peak_extra_bytes'] / max(run['peak_extra_bytes'], 1):.1f}× |"
         )
     result = {"benchmark": "nearest-code search", "methods": METHODS, "machine": machine(devices[-1]), "runs": runs}
-    try:
-        result["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=os.path.dirname(__file__)).stdout.strip() or None
-    except OSError:
-        result["commit"] = None
+    result["commit"] = git_commit()
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as handle:
         json.dump(result, handle, indent=2)

@@ -1,0 +1,56 @@
+"""What every benchmark records beside its numbers: the machine, the commit, the settings; and how runs are saved.
+
+Imported by the scripts in this folder (run as ``python benchmarks/<script>.py``, so this folder is on the path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from typing import Callable
+
+
+def machine(device: str) -> dict:
+    """Platform, CPU model and count, torch version and threads, device (and GPU name on CUDA)."""
+    import torch
+
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+    }
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout these scripts live in, or None outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def save_runs(runs: list[dict], args, plot: Callable[[list[dict], str], None]) -> None:
+    """Stamp every run with commit, machine and settings; write ``args.output``.json (a list of runs) and .png."""
+    commit, info = git_commit(), machine(args.device)
+    settings = {k: v for k, v in vars(args).items() if k != "output"}
+    for run in runs:
+        run.update(commit=commit, machine=info, settings=settings)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output + ".json", "w") as handle:
+        json.dump(runs, handle, indent=1)
+    plot(runs, args.output + ".png")
+    print(f"\nwrote {args.output}.json and {args.output}.png")
