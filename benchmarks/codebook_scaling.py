@@ -25,6 +25,7 @@ VQGAN's uniform(−1/K, 1/K), the baseline the paper compares against.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import time
@@ -50,13 +51,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=1024, help="targets per step")
     p.add_argument("--target_std", type=float, default=1.0, help="standard deviation of the centred Gaussian targets")
     p.add_argument("--learning_rate", type=float, default=1e-3)
-    p.add_argument("--codebook_init_std", type=float, default=0.02, help="raw codebook init behind a projector (the plain codebook keeps ±1/K)")
+    p.add_argument("--codebook_init_std", type=float, default=0.02, help="raw codebook init behind a projector (the plain codebook keeps ±1/K); 0: the paper's ±1/K for all")
     p.add_argument("--bridge_output_init_std", type=float, default=1e-3, help="VQBridge last-layer init std (0: the paper's zeros)")
     p.add_argument("--no-annealing-too", dest="without_annealing", action="store_true", help="also run every projector without annealing")
     p.add_argument("--eval_every", type=int, default=10, help="measure usage over all targets every N steps")
     p.add_argument("--curve_max_size", type=int, default=16384, help="larger codebooks get only the final measurement (each costs targets × K distances)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--replot", metavar="JSON", help="only redraw the plot of an earlier results file (beside it, .png)")
     p.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "codebook_scaling"), help="path without extension for .json and .png")
     return p.parse_args(argv)
 
@@ -88,7 +90,7 @@ def run_one(size: int, projector: str, annealing: bool, args, targets: torch.Ten
         size,
         args.dim,
         projector=build_projector(projector, size, args.dim, bridge_preset=bridge, output_init_std=args.bridge_output_init_std),
-        codebook_init_std=None if projector == "none" else args.codebook_init_std,
+        codebook_init_std=None if projector == "none" or not args.codebook_init_std else args.codebook_init_std,
     ).to(args.device)
     optimizer = torch.optim.Adam(vq.parameters(), lr=args.learning_rate, betas=(0.9, 0.95))
     scheduler = get_scheduler("annealing" if annealing else "constant", optimizer, args.steps, warmup_ratio=0.1 if annealing else 0.0)
@@ -118,7 +120,7 @@ def run_one(size: int, projector: str, annealing: bool, args, targets: torch.Ten
         "codebook_dim": args.dim,
         "bridge": bridge if projector == "vqbridge" else None,
         "bridge_output_init_std": args.bridge_output_init_std if projector == "vqbridge" else None,
-        "codebook_init": "uniform(-1/K, 1/K)" if projector == "none" else f"N(0, {args.codebook_init_std:g}^2)",
+        "codebook_init": "uniform(-1/K, 1/K)" if projector == "none" or not args.codebook_init_std else f"N(0, {args.codebook_init_std:g}^2)",
         "steps": args.steps,
         "targets": targets.shape[0],
         "uniform_assignment_usage": 1 - math.exp(-targets.shape[0] / size),
@@ -151,15 +153,21 @@ def plot(runs: list[dict], path: str) -> None:
         ax.set_title(f"K = {size:,}, d = {runs[0]['codebook_dim']}")
         ax.set_xlabel("step")
         ax.set_ylabel("usage over all targets (%)")
+        ax.set_xlim(0, max(r["steps"] for r in runs) * 1.02)
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8, loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
+    if args.replot:
+        with open(args.replot) as handle:
+            runs = json.load(handle)
+        plot(runs, os.path.splitext(args.replot)[0] + ".png")
+        return runs
     torch.manual_seed(args.seed)
     runs = []
     for size in args.sizes:

@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument("--eval_samples", type=int, default=1024, help="held-out crops; their tokens should outnumber K several times")
     p.add_argument("--eval_every", type=int, default=25, help="measure held-out usage every N steps (and at steps 0 and the last)")
-    p.add_argument("--codebook_init_std", type=float, default=0.02, help="raw codebook init behind a projector (the plain codebook keeps ±1/K)")
+    p.add_argument("--codebook_init_std", type=float, default=0.02, help="raw codebook init behind a projector (the plain codebook keeps ±1/K); 0: the paper's ±1/K for all")
     p.add_argument("--bridge_output_init_std", type=float, default=1e-3, help="VQBridge last-layer init std (0: the paper's zeros)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -68,7 +68,7 @@ def build_model(projector: str, args) -> FVQModel:
         projector=projector,
         bridge=BRIDGE_FOR_SIZE.get(args.codebook_size, "L/4"),
         bridge_output_init_std=args.bridge_output_init_std,
-        codebook_init_std=None if projector == "none" else args.codebook_init_std,
+        codebook_init_std=None if projector == "none" or not args.codebook_init_std else args.codebook_init_std,
     )
 
 
@@ -111,7 +111,7 @@ def run_one(projector: str, annealing: bool, args, heldout: DataLoader) -> dict:
         "codebook_size": args.codebook_size,
         "codebook_dim": args.codebook_dim,
         "bridge": BRIDGE_FOR_SIZE.get(args.codebook_size, "L/4") if projector == "vqbridge" else None,
-        "codebook_init": "uniform(-1/K, 1/K)" if projector == "none" else f"N(0, {args.codebook_init_std:g}^2)",
+        "codebook_init": "uniform(-1/K, 1/K)" if projector == "none" or not args.codebook_init_std else f"N(0, {args.codebook_init_std:g}^2)",
         "steps": args.steps,
         "usage": final["usage"],
         "used_codes": final["used_codes"],

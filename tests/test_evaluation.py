@@ -65,7 +65,7 @@ def test_evaluate_script_reports_rfid(tmp_path, inception_file):
 
 
 def test_training_output_is_pushed_with_its_card(tmp_path, hub):
-    model = small_model()
+    model = small_model(codebook_init_std=0.02)
     dataset = DemoCropDataset("heldout", resolution=32, num_samples=4, seed=0)
     evaluation, _ = evaluate_tokenizer(model, DataLoader(dataset, batch_size=4, collate_fn=collate_images))
     (tmp_path / "out" / "checkpoints" / "checkpoint-1").mkdir(parents=True)
@@ -77,4 +77,7 @@ def test_training_output_is_pushed_with_its_card(tmp_path, hub):
     assert not any(name.startswith("checkpoints/") for name in files)
     card = files["README.md"].decode()
     assert "model-index" in card and "codebook usage" in card
+    # the card says where the init departs from the paper
+    assert "Departure from the paper" in card and "last Linear started from N(0, 0.02²)" in card
+    assert "raw codebook started from N(0, 0.02²) instead of uniform(−1/K, 1/K)" in card
     assert FVQModel.from_pretrained("org/fvq-trained", subfolder="unfolded", token="hf_test").config.projector == "vqbridge"
