@@ -77,11 +77,9 @@ def save_trained_tokenizer(
             f"the bridge's last Linear started from N(0, {c.bridge_output_init_std:g}²) instead of zeros, "
             "which keeps every code slot of a bridge token alive on small data"
         )
-    if c.projector != "none" and c.get("codebook_init_std") is not None:
-        departures.append(
-            f"the raw codebook started from N(0, {c.codebook_init_std:g}²) instead of uniform(−1/K, 1/K), "
-            "so the projector sees distinct inputs from the first step"
-        )
+    if c.get("codebook_init_std") is not None:
+        why = ", so the projector sees distinct inputs from the first step" if c.projector != "none" else ""
+        departures.append(f"the raw codebook started from N(0, {c.codebook_init_std:g}²) instead of uniform(−1/K, 1/K){why}")
     init_note = f"Departure from the paper: {'; '.join(departures)}." if departures else ""
     card = render_model_card(
         "trained_tokenizer.md",
