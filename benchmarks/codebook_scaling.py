@@ -34,18 +34,15 @@ import torch
 
 from fvq_hf.quantization import CodebookUsage, VectorQuantizer, build_projector, nearest_code
 from fvq_hf.training import get_scheduler
+from comparison import BRIDGE_FOR_SIZE, PROJECTORS, describe_init, plot_curve, print_table, raw_codebook_init_std, slots_text
 from provenance import save_runs
-
-# the paper's bridge for each size: about 1,024 bridge tokens as K grows
-BRIDGE_FOR_SIZE = {16384: "L/4", 65536: "L/8", 262144: "L/8"}
-COLOURS = {"none": "tab:gray", "linear": "tab:blue", "mlp": "tab:orange", "vqbridge": "tab:green"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[16384, 65536], help="codebook sizes K")
     p.add_argument("--dim", type=int, default=256, help="code dimension d")
-    p.add_argument("--projectors", nargs="+", default=["none", "linear", "mlp", "vqbridge"], choices=["none", "linear", "mlp", "vqbridge"])
+    p.add_argument("--projectors", nargs="+", default=PROJECTORS, choices=PROJECTORS)
     p.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
     p.add_argument("--targets_per_code", type=float, default=4.0, help="fixed target vectors per code (targets = this × K)")
     p.add_argument("--batch_size", type=int, default=1024, help="targets per step")
@@ -86,11 +83,12 @@ def measure(vq: VectorQuantizer, targets: torch.Tensor, chunk: int = 8192) -> di
 def run_one(size: int, projector: str, annealing: bool, args, targets: torch.Tensor) -> dict:
     torch.manual_seed(args.seed)
     bridge = BRIDGE_FOR_SIZE.get(size, "L/8")
+    init_std = raw_codebook_init_std(projector, args.codebook_init_std)
     vq = VectorQuantizer(
         size,
         args.dim,
         projector=build_projector(projector, size, args.dim, bridge_preset=bridge, output_init_std=args.bridge_output_init_std),
-        codebook_init_std=None if projector == "none" or not args.codebook_init_std else args.codebook_init_std,
+        codebook_init_std=init_std,
     ).to(args.device)
     optimizer = torch.optim.Adam(vq.parameters(), lr=args.learning_rate, betas=(0.9, 0.95))
     scheduler = get_scheduler("annealing" if annealing else "constant", optimizer, args.steps, warmup_ratio=0.1 if annealing else 0.0)
@@ -120,7 +118,7 @@ def run_one(size: int, projector: str, annealing: bool, args, targets: torch.Ten
         "codebook_dim": args.dim,
         "bridge": bridge if projector == "vqbridge" else None,
         "bridge_output_init_std": args.bridge_output_init_std if projector == "vqbridge" else None,
-        "codebook_init": "uniform(-1/K, 1/K)" if projector == "none" or not args.codebook_init_std else f"N(0, {args.codebook_init_std:g}^2)",
+        "codebook_init": describe_init(init_std),
         "steps": args.steps,
         "targets": targets.shape[0],
         "uniform_assignment_usage": 1 - math.exp(-targets.shape[0] / size),
@@ -145,9 +143,7 @@ def plot(runs: list[dict], path: str) -> None:
     fig, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4), squeeze=False)
     for ax, size in zip(axes[0], sizes):
         for run in (r for r in runs if r["codebook_size"] == size):
-            label = f"{run['projector']}{'' if run['annealing'] else ' (no annealing)'}"
-            ax.plot([c["step"] for c in run["curve"]], [100 * c["usage"] for c in run["curve"]], label=label, marker="o", markersize=3,
-                    color=COLOURS[run["projector"]], linestyle="-" if run["annealing"] else "--")
+            plot_curve(ax, run)
         ceiling = next(r["uniform_assignment_usage"] for r in runs if r["codebook_size"] == size)
         ax.axhline(100 * ceiling, color="black", linewidth=0.8, linestyle=":", label="uniform-assignment ceiling")
         ax.set_title(f"K = {size:,}, d = {runs[0]['codebook_dim']}")
@@ -177,15 +173,21 @@ def main(argv=None) -> list[dict]:
             for projector in args.projectors:
                 run = run_one(size, projector, annealing, args, targets)
                 runs.append(run)
-                slots = f", slots {run['live_slots']}/{run['slots']}" if run["live_slots"] is not None else ""
+                slots = f", slots {slots_text(run)}" if run["live_slots"] is not None else ""
                 print(f"  K={size:>7,} {projector:<8} annealing={annealing!s:<5} usage {run['usage']:7.2%} "
                       f"error {run['quantization_error']:.4f}{slots}, {run['seconds_per_step']:.3f} s/step", flush=True)
 
-    print("\n| K | projector | annealing | usage | ceiling | live slots | perplexity | quantisation error | s/step |\n|---|---|---|---|---|---|---|---|---|")
-    for r in runs:
-        slots = f"{r['live_slots']}/{r['slots']}" if r["live_slots"] is not None else "–"
-        print(f"| {r['codebook_size']:,} | {r['projector']} | {'yes' if r['annealing'] else 'no'} | {r['usage']:.2%} | {r['uniform_assignment_usage']:.1%} | {slots} | "
-              f"{r['perplexity']:,.0f} | {r['quantization_error']:.4f} | {r['seconds_per_step']:.3f} |")
+    print_table(runs, [
+        ("K", lambda r: f"{r['codebook_size']:,}"),
+        ("projector", lambda r: r["projector"]),
+        ("annealing", lambda r: "yes" if r["annealing"] else "no"),
+        ("usage", lambda r: f"{r['usage']:.2%}"),
+        ("ceiling", lambda r: f"{r['uniform_assignment_usage']:.1%}"),
+        ("live slots", slots_text),
+        ("perplexity", lambda r: f"{r['perplexity']:,.0f}"),
+        ("quantisation error", lambda r: f"{r['quantization_error']:.4f}"),
+        ("s/step", lambda r: f"{r['seconds_per_step']:.3f}"),
+    ])
     save_runs(runs, args, plot)
     return runs
 

@@ -31,11 +31,8 @@ from fvq_hf import FVQModel
 from fvq_hf.data import DemoCropDataset, collate_images
 from fvq_hf.evaluation import evaluate_tokenizer
 from fvq_hf.training import get_scheduler
+from comparison import BRIDGE_FOR_SIZE, PROJECTORS, describe_init, plot_curve, print_table, raw_codebook_init_std, slots_text
 from provenance import save_runs
-
-PROJECTORS = ["none", "linear", "mlp", "vqbridge"]
-# the paper's bridge for each size: about 1,024 bridge tokens as K grows (smaller K: keep p = 4)
-BRIDGE_FOR_SIZE = {16384: "L/4", 65536: "L/8", 262144: "L/8"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,28 +56,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_model(projector: str, args) -> FVQModel:
-    torch.manual_seed(args.seed)
-    return FVQModel.from_preset(
-        "tiny",
-        codebook_size=args.codebook_size,
-        codebook_dim=args.codebook_dim,
-        projector=projector,
-        bridge=BRIDGE_FOR_SIZE.get(args.codebook_size, "L/4"),
-        bridge_output_init_std=args.bridge_output_init_std,
-        codebook_init_std=None if projector == "none" or not args.codebook_init_std else args.codebook_init_std,
-    )
-
-
 def evaluate(model: FVQModel, heldout: DataLoader) -> dict:
-    with torch.no_grad():
-        result, _ = evaluate_tokenizer(model, heldout)
+    result, _ = evaluate_tokenizer(model, heldout)
     return {"usage": result.usage, "perplexity": result.perplexity, "used_codes": result.used_codes, "psnr": result.psnr,
             "live_slots": result.extra.get("live_slots"), "slots": result.extra.get("slots")}
 
 
 def run_one(projector: str, annealing: bool, args, heldout: DataLoader) -> dict:
-    model = build_model(projector, args).to(args.device)
+    bridge = BRIDGE_FOR_SIZE.get(args.codebook_size, "L/4")  # smaller K: keep p = 4
+    init_std = raw_codebook_init_std(projector, args.codebook_init_std)
+    torch.manual_seed(args.seed)
+    model = FVQModel.from_preset(
+        "tiny",
+        codebook_size=args.codebook_size,
+        codebook_dim=args.codebook_dim,
+        projector=projector,
+        bridge=bridge,
+        bridge_output_init_std=args.bridge_output_init_std,
+        codebook_init_std=init_std,
+    ).to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.95))
     scheduler = get_scheduler("annealing" if annealing else "constant", optimizer, args.steps, warmup_ratio=0.1 if annealing else 0.0)
     # the same crops in the same order for every run
@@ -110,8 +104,8 @@ def run_one(projector: str, annealing: bool, args, heldout: DataLoader) -> dict:
         "annealing": annealing,
         "codebook_size": args.codebook_size,
         "codebook_dim": args.codebook_dim,
-        "bridge": BRIDGE_FOR_SIZE.get(args.codebook_size, "L/4") if projector == "vqbridge" else None,
-        "codebook_init": "uniform(-1/K, 1/K)" if projector == "none" or not args.codebook_init_std else f"N(0, {args.codebook_init_std:g}^2)",
+        "bridge": bridge if projector == "vqbridge" else None,
+        "codebook_init": describe_init(init_std),
         "steps": args.steps,
         "usage": final["usage"],
         "used_codes": final["used_codes"],
@@ -131,12 +125,9 @@ def plot(runs: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = dict(zip(PROJECTORS, ["tab:gray", "tab:blue", "tab:orange", "tab:green"]))
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for run in runs:
-        label = f"{run['projector']}{'' if run['annealing'] else ' (no annealing)'}"
-        ax.plot([c["step"] for c in run["curve"]], [100 * c["usage"] for c in run["curve"]], label=label, marker="o", markersize=3,
-                color=colours[run["projector"]], linestyle="-" if run["annealing"] else "--")
+        plot_curve(ax, run)
     ax.set_title(f"held-out codebook usage, tiny tokenizer, K = {runs[0]['codebook_size']:,}, d = {runs[0]['codebook_dim']}")
     ax.set_xlabel("step")
     ax.set_ylabel("codes used on held-out crops (%)")
@@ -156,15 +147,20 @@ def main(argv=None) -> list[dict]:
         for projector in args.projectors:
             run = run_one(projector, annealing, args, heldout)
             runs.append(run)
-            slots = f", slots {run['live_slots']}/{run['slots']}" if run["live_slots"] is not None else ""
+            slots = f", slots {slots_text(run)}" if run["live_slots"] is not None else ""
             print(f"  {projector:<8} annealing={annealing!s:<5} held-out usage {run['usage']:7.2%} PSNR {run['psnr']:.2f} dB"
                   f"{slots}, {run['seconds_per_step']:.3f} s/step", flush=True)
 
-    print("\n| projector | annealing | held-out usage | used codes | live slots | perplexity | PSNR (dB) | s/step |\n|---|---|---|---|---|---|---|---|")
-    for r in runs:
-        slots = f"{r['live_slots']}/{r['slots']}" if r["live_slots"] is not None else "–"
-        print(f"| {r['projector']} | {'yes' if r['annealing'] else 'no'} | {r['usage']:.2%} | {r['used_codes']:,} | {slots} | "
-              f"{r['perplexity']:,.0f} | {r['psnr']:.2f} | {r['seconds_per_step']:.3f} |")
+    print_table(runs, [
+        ("projector", lambda r: r["projector"]),
+        ("annealing", lambda r: "yes" if r["annealing"] else "no"),
+        ("held-out usage", lambda r: f"{r['usage']:.2%}"),
+        ("used codes", lambda r: f"{r['used_codes']:,}"),
+        ("live slots", slots_text),
+        ("perplexity", lambda r: f"{r['perplexity']:,.0f}"),
+        ("PSNR (dB)", lambda r: f"{r['psnr']:.2f}"),
+        ("s/step", lambda r: f"{r['seconds_per_step']:.3f}"),
+    ])
     save_runs(runs, args, plot)
     return runs
 

@@ -1,0 +1,41 @@
+"""What the two projector comparisons (codebook_usage.py, codebook_scaling.py) share: the projectors, the bridge
+for each codebook size, the initialisation recipe, how a run's usage curve is drawn and how the table is printed.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+PROJECTORS = ["none", "linear", "mlp", "vqbridge"]
+# the paper's bridge for each size: about 1,024 bridge tokens as K grows
+BRIDGE_FOR_SIZE = {16384: "L/4", 65536: "L/8", 262144: "L/8"}
+COLOURS = {"none": "tab:gray", "linear": "tab:blue", "mlp": "tab:orange", "vqbridge": "tab:green"}
+
+
+def raw_codebook_init_std(projector: str, requested: float) -> float | None:
+    """The raw codebook's init std for a run: ``requested`` behind a projector; None (VQGAN's ±1/K) for the
+    plain codebook, the paper's baseline, and for every projector when ``requested`` is 0."""
+    return None if projector == "none" or not requested else requested
+
+
+def describe_init(std: float | None) -> str:
+    return "uniform(-1/K, 1/K)" if std is None else f"N(0, {std:g}^2)"
+
+
+def plot_curve(ax, run: dict) -> None:
+    """One run's usage against step: colour by projector, dashed without annealing."""
+    label = f"{run['projector']}{'' if run['annealing'] else ' (no annealing)'}"
+    ax.plot([c["step"] for c in run["curve"]], [100 * c["usage"] for c in run["curve"]], label=label, marker="o", markersize=3,
+            color=COLOURS[run["projector"]], linestyle="-" if run["annealing"] else "--")
+
+
+def slots_text(run: dict) -> str:
+    return f"{run['live_slots']}/{run['slots']}" if run["live_slots"] is not None else "–"
+
+
+def print_table(runs: list[dict], columns: list[tuple[str, Callable[[dict], str]]]) -> None:
+    """A Markdown table, one row per run, one column per (header, cell formatter)."""
+    print("\n| " + " | ".join(header for header, _ in columns) + " |")
+    print("|" + "---|" * len(columns))
+    for run in runs:
+        print("| " + " | ".join(cell(run) for _, cell in columns) + " |")
