@@ -1,6 +1,7 @@
 """fvq_hf: FVQ image tokenizers (VQBridge + learning annealing) as Hub-native diffusers models."""
 
-from .models import MODEL_PRESETS, FVQModel, FVQModelOutput
+from .generation import FVQPipeline, generate
+from .models import MODEL_PRESETS, TRANSFORMER_PRESETS, FVQModel, FVQModelOutput, FVQTransformer, FVQTransformerOutput
 from .quantization import (
     BRIDGE_PRESETS,
     CodebookUsage,
@@ -15,12 +16,17 @@ __version__ = "0.1.0"
 __all__ = [
     "BRIDGE_PRESETS",
     "MODEL_PRESETS",
+    "TRANSFORMER_PRESETS",
     "CodebookUsage",
     "FVQModel",
     "FVQModelOutput",
+    "FVQPipeline",
+    "FVQTransformer",
+    "FVQTransformerOutput",
     "UsageStats",
     "VQBridge",
     "VectorQuantizer",
+    "generate",
     "nearest_code",
     "__version__",
 ]

@@ -1,0 +1,199 @@
+"""FVQPipeline: class-conditional image generation, an FVQTransformer sampling tokens that an FVQModel decodes."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers.image_processor import VaeImageProcessor
+
+from ..models.fvq_model import FVQModel
+from ..models.fvq_transformer import FVQTransformer
+from .sampling import generate
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+# what __call__ uses for an argument left at None, unless the pipeline's config sets its own
+# (the FVQ paper samples GPT-L at guidance 1.75, §4.3)
+DEFAULT_SAMPLING = {"guidance_scale": 1.75, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "guidance_interval": None}
+
+
+class FVQPipeline(DiffusionPipeline):
+    r"""
+    Class-conditional generation with FVQ tokens: the ``transformer`` samples a grid of codes for each class, the
+    ``vqvae`` decodes it.
+
+    ```py
+    >>> from fvq_hf import FVQPipeline
+    >>> pipe = FVQPipeline.from_pretrained("your-org/fvq-gen")
+    >>> images = pipe(class_labels=["goldfish", 207], generator=torch.Generator().manual_seed(0)).images
+    ```
+
+    Parameters:
+        vqvae ([`FVQModel`]): The tokenizer; its codebook size must be the transformer's ``vocab_size``.
+        transformer ([`FVQTransformer`]): The class-conditional GPT over the tokenizer's codes.
+        id2label (`dict[int, str]`, *optional*): Class names; a name may list synonyms separated by commas, as
+            ImageNet's do, and each synonym works in ``get_label_ids``. Saved in ``model_index.json``.
+        sampling_defaults (`dict`, *optional*): Defaults for ``guidance_scale``, ``temperature``, ``top_k``, ``top_p``
+            and ``guidance_interval`` (the recipe the model was evaluated with); saved with the pipeline.
+    """
+
+    model_cpu_offload_seq = "transformer->vqvae"
+
+    def __init__(
+        self,
+        vqvae: FVQModel,
+        transformer: FVQTransformer,
+        id2label: dict[int, str] | None = None,
+        sampling_defaults: dict | None = None,
+    ):
+        super().__init__()
+        if transformer.config.vocab_size != vqvae.config.codebook_size:
+            raise ValueError(
+                f"the transformer models {transformer.config.vocab_size} codes but the tokenizer has "
+                f"{vqvae.config.codebook_size}: pair a transformer with the tokenizer whose codes it was trained on"
+            )
+        id2label = {int(k): v for k, v in (id2label or {}).items()}  # JSON turns keys into strings
+        unknown = [k for k in sampling_defaults or {} if k not in DEFAULT_SAMPLING]
+        if unknown:
+            raise ValueError(f"unknown sampling default(s) {unknown}; known: {', '.join(DEFAULT_SAMPLING)}")
+        self.register_modules(vqvae=vqvae, transformer=transformer)
+        self.register_to_config(id2label=id2label, sampling_defaults=dict(sampling_defaults or {}))
+        self.image_processor = VaeImageProcessor(vae_scale_factor=vqvae.downsample_factor, do_normalize=True)
+        self.labels: dict[str, int] = {}
+        for class_id, names in sorted(id2label.items()):
+            for name in names.split(","):
+                self.labels.setdefault(name.strip(), class_id)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> FVQPipeline:
+        """Load from a local folder or a Hub id.
+
+        diffusers' own download step only resolves diffusers and transformers components, so a Hub id is first
+        fetched whole with ``huggingface_hub.snapshot_download`` (cached as usual) and then loaded from disk.
+        """
+        if not os.path.isdir(pretrained_model_name_or_path):
+            from huggingface_hub import snapshot_download
+
+            download = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token", "force_download") if k in kwargs}
+            if kwargs.pop("local_files_only", False):
+                download["local_files_only"] = True
+            pretrained_model_name_or_path = snapshot_download(str(pretrained_model_name_or_path), **download)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    # ------------------------------------------------------------------ labels
+    def get_label_ids(self, label: str | int | Sequence[str | int]) -> list[int]:
+        """Class names (or ids, passed through) → class ids; one name or a list."""
+        labels = [label] if isinstance(label, (str, int)) else list(label)
+        ids = []
+        for item in labels:
+            if isinstance(item, int) and not isinstance(item, bool):
+                ids.append(item)
+                continue
+            if not isinstance(item, str):
+                raise TypeError(f"class labels are names or integer ids, got {type(item).__name__}")
+            if item.strip() not in self.labels:
+                if not self.labels:
+                    raise ValueError(
+                        f"this pipeline has no class names (id2label is empty): pass class ids, not {item!r}"
+                    )
+                near = difflib.get_close_matches(item.strip(), list(self.labels), n=5)
+                hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
+                raise ValueError(f"{item!r} is not a class name of this pipeline.{hint} All names: pipe.labels")
+            ids.append(self.labels[item.strip()])
+        return ids
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def __call__(
+        self,
+        class_labels: str | int | Sequence[str | int],
+        guidance_scale: float | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        guidance_interval: int | None = None,
+        num_images_per_label: int = 1,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("tokens",),
+    ) -> ImagePipelineOutput | tuple:
+        r"""
+        Generate images of the given classes.
+
+        Args:
+            class_labels (`str`, `int` or a list of them): Class names (see ``labels``) or ids, one image each
+                (times ``num_images_per_label``), e.g. ``["goldfish", 207]``.
+            guidance_scale (`float`, *optional*): Classifier-free guidance; on when > 1. Default: the pipeline's
+                ``sampling_defaults``, else 1.75.
+            temperature (`float`, *optional*): Softmax temperature, > 0 (default 1).
+            top_k (`int`, *optional*): Keep the k most likely tokens; 0 = off, 1 = greedy (default 0).
+            top_p (`float`, *optional*): Nucleus sampling; 1 = off (default 1).
+            guidance_interval (`int`, *optional*): Guide only the first this many tokens (default: all).
+            num_images_per_label (`int`, defaults to 1): Images per class label.
+            generator (`torch.Generator`, *optional*): Makes sampling reproducible; on the pipeline's device.
+            output_type (`str`, defaults to `"pil"`): ``"pil"``, ``"np"`` (B, H, W, 3) in [0, 1], ``"pt"``
+                (B, 3, H, W) in [0, 1], or ``"latent"``: the token indices (B, h, w), not decoded.
+            return_dict (`bool`, defaults to `True`): Return an ``ImagePipelineOutput`` rather than a tuple.
+            callback_on_step_end (`Callable`, *optional*): ``callback(pipe, step, step, callback_kwargs)`` after each
+                token, with ``callback_kwargs["tokens"]`` the (B, step + 1) tokens so far (raster order); it may
+                return a dict (ignored; tokens cannot be replaced mid-sample).
+            callback_on_step_end_tensor_inputs (`list[str]`): Only ``"tokens"`` exists.
+
+        Returns:
+            [`~pipelines.ImagePipelineOutput`] or `tuple`: the images (or indices, for ``output_type="latent"``).
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        unknown_inputs = set(callback_on_step_end_tensor_inputs) - {"tokens"}
+        if unknown_inputs:
+            raise ValueError(f"callback_on_step_end_tensor_inputs: only 'tokens' exists, got {sorted(unknown_inputs)}")
+        if int(num_images_per_label) != num_images_per_label or num_images_per_label < 1:
+            raise ValueError(f"num_images_per_label must be a whole number ≥ 1, got {num_images_per_label}")
+        defaults = {**DEFAULT_SAMPLING, **self.config.sampling_defaults}
+        given = {
+            "guidance_scale": guidance_scale,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "guidance_interval": guidance_interval,
+        }
+        settings = {k: defaults[k] if v is None else v for k, v in given.items()}
+        ids = self.get_label_ids(class_labels)
+        labels = torch.tensor(ids, dtype=torch.long, device=self._execution_device).repeat_interleave(
+            int(num_images_per_label)
+        )
+
+        with self.progress_bar(total=self.transformer.config.block_size) as progress:
+
+            def on_token(step: int, tokens: torch.LongTensor) -> None:
+                progress.update()
+                if callback_on_step_end is not None:
+                    callback_on_step_end(self, step, step, {"tokens": tokens})
+
+            indices = generate(self.transformer, labels, generator=generator, callback=on_token, **settings)
+
+        if output_type == "latent":
+            images = indices
+        else:
+            decoded = self.vqvae.decode_indices(indices)
+            images = self.image_processor.postprocess(decoded.float(), output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+    def decode_partial(self, tokens: torch.LongTensor, fill: int | None = None) -> torch.Tensor:
+        """Decode a raster-order prefix (B, n) of a sample into images (B, 3, H, W) in [-1, 1], the positions not
+        yet sampled filled with code ``fill`` (default: the code of the first token), for previews while sampling."""
+        grid = self.transformer.grid_size
+        full = torch.empty(tokens.shape[0], grid * grid, dtype=torch.long, device=tokens.device)
+        full[:] = tokens[:, :1] if fill is None else fill
+        full[:, : tokens.shape[1]] = tokens
+        return self.vqvae.decode_indices(full.view(-1, grid, grid))
