@@ -274,7 +274,7 @@ class FVQTransformer(ModelMixin, ConfigMixin):
         self.cls_embedding = LabelEmbedder(num_classes, dim)
         self.tok_embeddings = nn.Embedding(vocab_size, dim)
         self.tok_dropout = nn.Dropout(token_dropout_p)
-        rates = torch.linspace(0, drop_path_rate, n_layer).tolist()
+        rates = [drop_path_rate * i / max(n_layer - 1, 1) for i in range(n_layer)]  # linear, as LlamaGen's
         self.layers = nn.ModuleList(
             TransformerBlock(
                 dim, n_head, n_kv_head, hidden, norm_eps, attn_dropout_p, resid_dropout_p, ffn_dropout_p, r
@@ -405,7 +405,7 @@ class FVQTransformer(ModelMixin, ConfigMixin):
         elif cache.length == 0:
             raise ValueError("the first call must pass class_labels: the class token comes first")
         if input_ids is not None:
-            self._check_tokens(input_ids, cache.max_length - cache.length - len(pieces))
+            self._check_tokens(input_ids, self.config.block_size)
             pieces.append(self.tok_embeddings(input_ids))
         h = self.tok_dropout(torch.cat(pieces, dim=1))
         start = cache.length
