@@ -54,6 +54,8 @@ class FakeHub:
             )
         if m := re.fullmatch(rf"/api/models/{_REPO}/commit/(?P<rev>[^/]+)", path):
             return self._commit(m["repo"], request.content)
+        if m := re.fullmatch(rf"/api/models/{_REPO}/tree/(?P<rev>[^/]+)(/(?P<folder>.*))?", path):
+            return self._tree(m["repo"], m["folder"] or "")
         if m := re.fullmatch(rf"/api/models/{_REPO}(/revision/(?P<rev>[^/]+))?", path):
             repo = m["repo"]
             if repo not in self.files:
@@ -63,6 +65,18 @@ class FakeHub:
         if m := re.fullmatch(rf"/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)", path):
             return self._resolve(m["repo"], m["file"], method)
         return httpx.Response(404, json={"error": f"FakeHub does not serve {method} {path}"})
+
+    def _tree(self, repo: str, folder: str) -> httpx.Response:
+        """The file listing ``snapshot_download`` asks for (``recursive=true``: every file, no folders)."""
+        if repo not in self.files:
+            return self._missing_repo()
+        prefix = f"{folder.rstrip('/')}/" if folder else ""
+        entries = [
+            {"type": "file", "path": name, "size": len(content), "oid": hashlib.sha1(content).hexdigest()}
+            for name, content in sorted(self.files[repo].items())
+            if name.startswith(prefix)
+        ]
+        return httpx.Response(200, json=entries)
 
     def _missing_repo(self) -> httpx.Response:
         return httpx.Response(404, headers={"X-Error-Code": "RepoNotFound"}, json={"error": "Repository not found"})
