@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class PatchGANDiscriminator(nn.Module):
@@ -49,7 +49,9 @@ def hinge_generator_loss(logits_fake: torch.Tensor) -> torch.Tensor:
     return -logits_fake.mean()
 
 
-def adaptive_gan_weight(reconstruction_loss: torch.Tensor, generator_loss: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
+def adaptive_gan_weight(
+    reconstruction_loss: torch.Tensor, generator_loss: torch.Tensor, last_layer: torch.Tensor
+) -> torch.Tensor:
     """‖∇ rec‖ / ‖∇ gan‖ at the decoder's last layer (VQGAN's balance), clamped to [0, 1e4] and detached."""
     rec_grad = torch.autograd.grad(reconstruction_loss, last_layer, retain_graph=True)[0]
     gan_grad = torch.autograd.grad(generator_loss, last_layer, retain_graph=True)[0]

@@ -1,8 +1,10 @@
-"""LPIPS perceptual distance with a VGG16 backbone written here (torchvision cannot be used with every torch).
+"""LPIPS perceptual distance with a VGG16 or AlexNet backbone written here (torchvision cannot be used with every torch).
 
-The backbone loads real ImageNet weights from a Hub repository (``timm/vgg16.tv_in1k`` by default) or a local
-file; the five linear heads of LPIPS v0.1 ship inside pip packages (torchmetrics, lpips) and are read from there.
-When the backbone weights cannot be had (offline, no file) ``PerceptualWeightsUnavailable`` says what to do.
+VGG16 is the training loss (VQGAN / LlamaGen recipe); AlexNet is the LPIPS the FVQ paper reports (its evaluation
+uses IQA-PyTorch's ``lpips`` metric, AlexNet v0.1). The VGG16 loads real ImageNet weights from a Hub repository
+(``timm/vgg16.tv_in1k`` by default) or a local file; AlexNet from torchvision's checkpoint file (see
+``alexnet.py``). The five linear heads of LPIPS v0.1 ship inside pip packages (torchmetrics, lpips) and are read
+from there. When backbone weights cannot be had (offline, no file) ``PerceptualWeightsUnavailable`` says what to do.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 from importlib import resources
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 DEFAULT_VGG16_WEIGHTS = "timm/vgg16.tv_in1k"
 _VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -78,38 +80,72 @@ def load_vgg16_weights(source: str = DEFAULT_VGG16_WEIGHTS) -> dict[str, torch.T
     return state
 
 
-def _lpips_heads_file() -> str:
-    for package, relative in (("torchmetrics", "functional/image/lpips_models/vgg.pth"), ("lpips", "weights/v0.1/vgg.pth")):
+def _lpips_heads_file(net: str = "vgg") -> str:
+    """LPIPS v0.1's linear heads for ``net`` ("vgg" or "alex"), as shipped in the torchmetrics or lpips wheel."""
+    for package, relative in (
+        ("torchmetrics", f"functional/image/lpips_models/{net}.pth"),
+        ("lpips", f"weights/v0.1/{net}.pth"),
+    ):
         try:
             candidate = resources.files(package) / relative
         except ModuleNotFoundError:
             continue
         if candidate.is_file():
             return str(candidate)
-    raise PerceptualWeightsUnavailable("LPIPS's linear heads ship with torchmetrics or lpips; install one (pip install torchmetrics)")
+    raise PerceptualWeightsUnavailable(
+        "LPIPS's linear heads ship with torchmetrics or lpips; install one (pip install torchmetrics)"
+    )
 
 
 class LPIPS(nn.Module):
-    """LPIPS v0.1 (VGG): a learned perceptual distance between images in [-1, 1]; one value per image.
+    """LPIPS v0.1: a learned perceptual distance between images in [-1, 1]; one value per image.
 
     All parameters are frozen; gradients still flow to the inputs, so it serves as a training loss.
+
+    Args:
+        weights: backbone weights, a local file or a Hub repository id. For ``net="vgg"`` the default is
+            ``timm/vgg16.tv_in1k``; ``net="alex"`` has no default (see ``load_alexnet_weights``).
+        random_init: keep the backbone randomly initialised (tests and CPU demos only).
+        net: ``"vgg"`` (VGG16, the training loss) or ``"alex"`` (AlexNet, the LPIPS the FVQ paper reports).
+        filename: the file inside a Hub repository, for ``net="alex"``.
     """
 
-    def __init__(self, vgg_weights: str | None = DEFAULT_VGG16_WEIGHTS, random_init: bool = False):
+    def __init__(
+        self, weights: str | None = None, random_init: bool = False, net: str = "vgg", filename: str | None = None
+    ):
         super().__init__()
+        if net not in ("vgg", "alex"):
+            raise ValueError(f"LPIPS net must be 'vgg' or 'alex', not {net!r}")
+        self.net = net
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None], persistent=False)
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450])[None, :, None, None], persistent=False)
-        self.backbone = VGG16Features()
-        self.heads = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in _CHANNELS)
+        if net == "vgg":
+            self.backbone, channels = VGG16Features(), _CHANNELS
+        else:
+            from .alexnet import ALEXNET_CHANNELS, AlexNetFeatures
+
+            self.backbone, channels = AlexNetFeatures(), ALEXNET_CHANNELS
+        self.heads = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in channels)
         if not random_init:
-            self.backbone.load_state_dict(load_vgg16_weights(vgg_weights or DEFAULT_VGG16_WEIGHTS))
-        heads = torch.load(_lpips_heads_file(), map_location="cpu", weights_only=True)
+            if net == "vgg":
+                state = load_vgg16_weights(weights or DEFAULT_VGG16_WEIGHTS)
+            else:
+                from .alexnet import ALEXNET_FILENAME, load_alexnet_weights
+
+                if not weights:
+                    raise PerceptualWeightsUnavailable(
+                        f"LPIPS-AlexNet needs AlexNet weights: pass torchvision's {ALEXNET_FILENAME} (a local file) "
+                        "or a Hub repository holding it"
+                    )
+                state = load_alexnet_weights(weights, filename or ALEXNET_FILENAME)
+            self.backbone.load_state_dict(state)
+        heads = torch.load(_lpips_heads_file(net), map_location="cpu", weights_only=True)
         for i, head in enumerate(self.heads):
             head.weight.data.copy_(heads[f"lin{i}.model.1.weight"])
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "LPIPS":
+    def train(self, mode: bool = True) -> LPIPS:
         return super().train(False)  # always in eval mode: nothing here trains
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
