@@ -1,0 +1,408 @@
+#!/usr/bin/env python
+"""Train a class-conditional generator (LlamaGen's GPT) on the codes of an FVQ tokenizer, with Accelerate.
+
+    python training/extract_codes.py --pretrained_model_name_or_path outputs/fvq-mnist --output_dir outputs/mnist-codes --no_flip
+    python training/train_generator.py --codes_dir outputs/mnist-codes --output_dir outputs/fvq-gen-mnist
+    accelerate launch --multi_gpu training/train_generator.py --codes_dir imagenet-codes --transformer_preset GPT-L \
+        --train_batch_size 256 --learning_rate 1e-4 --num_train_epochs 300 --output_dir fvq-gpt-l
+
+Defaults follow the FVQ paper's generator recipe (§4.3, LlamaGen's c2i GPT unchanged): AdamW (0.9, 0.95) with
+weight decay 0.05 on ≥ 2-D weights, lr 1e-4 per 256 sequences scaled by the global batch (as a float: LlamaGen's
+integer division gives 0 below 256), 5 % of the steps constant then linear decay to 1 % (``--lr_scheduler
+generator``; ``annealing``, ``cosine``, ``constant`` selectable), class dropout 0.1 for guidance, clipping 1.0,
+bf16 on GPUs that support it. The output folder is an ``FVQPipeline`` (tokenizer + transformer + class names)
+with a model card; checkpoints resume exactly (``--resume_from_checkpoint latest``).
+
+The file reads top to bottom: the options, the pieces a run is built from, sample grids, then ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from fvq_hf import FVQModel, FVQPipeline, FVQTransformer, generate
+from fvq_hf.data import make_grid, tensor_to_pil
+from fvq_hf.data.codes import CodesDataset
+from fvq_hf.models import TRANSFORMER_PRESETS
+from fvq_hf.training import (
+    TrainingProgress,
+    add_config_argument,
+    add_hub_arguments,
+    annealing_multiplier,
+    default_mixed_precision,
+    get_scheduler,
+    hardware_summary,
+    parse_args_with_config,
+    resolve_checkpoint,
+    resumable_batches,
+    save_checkpoint,
+    tracker_config,
+    use_cpu,
+)
+from fvq_hf.training.generator_outputs import save_trained_generator
+
+GENERATOR_SCHEDULES = ("generator", "annealing", "cosine", "constant")
+
+
+# ----------------------------------------------------------------------------------------------- options
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_argument(parser)
+    data = parser.add_argument_group("data and models")
+    data.add_argument("--codes_dir", required=True, help="a codes folder written by training/extract_codes.py")
+    data.add_argument(
+        "--pretrained_tokenizer", default=None, help="the tokenizer (default: the one the codes came from)"
+    )
+    data.add_argument("--transformer_preset", default="GPT-B", choices=sorted(TRANSFORMER_PRESETS))
+    data.add_argument("--pretrained_transformer", default=None, help="start from a saved FVQTransformer (fine-tune)")
+    for name in ("dim", "n_layer", "n_head", "multiple_of"):
+        data.add_argument(f"--{name}", type=int, default=None, help=f"override the preset's {name}")
+    for name, default in (
+        ("class_dropout_prob", 0.1),
+        ("token_dropout_p", 0.1),
+        ("resid_dropout_p", 0.1),
+        ("ffn_dropout_p", 0.1),
+        ("drop_path_rate", 0.0),
+    ):
+        data.add_argument(f"--{name}", type=float, default=default)
+    data.add_argument("--output_dir", default="outputs/fvq-generator")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--train_batch_size", type=int, default=64, help="sequences per process and step")
+    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
+    optim.add_argument("--num_train_epochs", type=int, default=300)
+    optim.add_argument("--learning_rate", type=float, default=1e-4, help="per --lr_reference_batch sequences")
+    optim.add_argument("--lr_reference_batch", type=int, default=256)
+    optim.add_argument("--no_scale_lr", action="store_true", help="use --learning_rate as is")
+    optim.add_argument("--lr_scheduler", default="generator", choices=GENERATOR_SCHEDULES)
+    optim.add_argument("--lr_constant_ratio", type=float, default=0.05, help="generator schedule: constant part")
+    optim.add_argument("--lr_warmup_ratio", type=float, default=0.1, help="annealing/cosine/constant: warmup part")
+    optim.add_argument("--adam_beta1", type=float, default=0.9)
+    optim.add_argument("--adam_beta2", type=float, default=0.95)
+    optim.add_argument("--weight_decay", type=float, default=0.05, help="on weights with ≥ 2 dimensions")
+    optim.add_argument("--max_grad_norm", type=float, default=1.0)
+    optim.add_argument("--use_ema", action="store_true", help="keep an EMA of the weights and save it")
+    optim.add_argument("--ema_decay", type=float, default=0.9999)
+    optim.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="default: bf16 on GPUs")
+    optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument("--cpu", action="store_true")
+    optim.add_argument("--dataloader_num_workers", type=int, default=0)
+
+    run = parser.add_argument_group("logging, checkpoints, samples")
+    run.add_argument("--logging_steps", type=int, default=50)
+    run.add_argument("--checkpointing_steps", type=int, default=1000)
+    run.add_argument("--checkpoints_total_limit", type=int, default=2)
+    run.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder name')
+    run.add_argument("--validation_steps", type=int, default=500, help="sample grid to TensorBoard every N steps")
+    run.add_argument("--num_validation_images", type=int, default=8, help="per class (first 10 classes)")
+    run.add_argument("--report_to", default="tensorboard", help='"tensorboard", "wandb", "all" or "none"')
+    run.add_argument("--logging_dir", default="logs")
+    sampling = parser.add_argument_group("sampling defaults (saved with the pipeline)")
+    sampling.add_argument("--guidance_scale", type=float, default=1.75)
+    sampling.add_argument("--temperature", type=float, default=1.0)
+    sampling.add_argument("--top_k", type=int, default=0)
+    sampling.add_argument("--top_p", type=float, default=1.0)
+    fid = parser.add_argument_group("FID of generated images (optional)")
+    fid.add_argument("--inception_weights", default=None, help="pytorch-fid's pt_inception weights (file or Hub)")
+    fid.add_argument("--fid_reference_dir", default=None, help="real images to compare against")
+    fid.add_argument("--fid_num_samples", type=int, default=5000)
+    add_hub_arguments(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = parse_args_with_config(build_parser(), argv)
+    if args.fid_reference_dir and not args.inception_weights:
+        raise SystemExit("--fid_reference_dir needs --inception_weights (pytorch-fid's FID Inception weights)")
+    return args
+
+
+# ----------------------------------------------------------------------------------------------- pieces
+def build_transformer(args, dataset: CodesDataset) -> FVQTransformer:
+    meta = dataset.meta
+    block_size = meta["grid"][0] * meta["grid"][1]
+    if args.pretrained_transformer:
+        model = FVQTransformer.from_pretrained(args.pretrained_transformer)
+        wanted = {"vocab_size": meta["codebook_size"], "block_size": block_size, "num_classes": meta["num_classes"]}
+        wrong = {k: (model.config[k], v) for k, v in wanted.items() if model.config[k] != v}
+        if wrong:
+            raise SystemExit(f"--pretrained_transformer does not fit these codes (model vs codes): {wrong}")
+        return model
+    overrides = {k: getattr(args, k) for k in ("dim", "n_layer", "n_head", "multiple_of") if getattr(args, k)}
+    dropouts = ("class_dropout_prob", "token_dropout_p", "resid_dropout_p", "ffn_dropout_p", "drop_path_rate")
+    return FVQTransformer.from_preset(
+        args.transformer_preset,
+        vocab_size=meta["codebook_size"],
+        block_size=block_size,
+        num_classes=meta["num_classes"],
+        **overrides,
+        **{k: getattr(args, k) for k in dropouts},
+    )
+
+
+def build_optimizer(model: FVQTransformer, lr: float, args) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and embeddings only (LlamaGen's grouping), fused where available."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(args.adam_beta1, args.adam_beta2))
+
+
+def build_scheduler(args, optimizer, max_steps: int) -> LambdaLR:
+    if args.lr_scheduler == "generator":  # FVQ's: constant for 5 % of the steps, then linear to 1 %
+        return LambdaLR(
+            optimizer,
+            lambda step: annealing_multiplier(step, max_steps, warmup_ratio=0.0, constant_ratio=args.lr_constant_ratio),
+        )
+    return get_scheduler(args.lr_scheduler, optimizer, max_steps, args.lr_warmup_ratio)
+
+
+class FixedDecayEMA:
+    """An exponential moving average of the weights with a fixed decay from the first step (LlamaGen's)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for key, value in model.state_dict().items():
+            self.shadow[key].lerp_(value.float(), 1.0 - self.decay)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay, self.shadow = state["decay"], state["shadow"]
+
+    def copy_to(self, model: torch.nn.Module) -> None:
+        model.load_state_dict({k: v.to(model.dtype) for k, v in self.shadow.items()})
+
+
+@torch.no_grad()
+def sample_grid(transformer, tokenizer, num_classes: int, per_class: int, args, seed: int):
+    """One row per class (the first 10): a PIL grid of samples, and the tokens behind it."""
+    classes = list(range(min(num_classes, 10)))
+    labels = torch.tensor(classes).repeat_interleave(per_class)
+    tokens = generate(
+        transformer,
+        labels,
+        guidance_scale=args.guidance_scale,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        generator=torch.Generator(transformer.device).manual_seed(seed),
+    )
+    images = tensor_to_pil(tokenizer.decode_indices(tokens.to(tokenizer.device)))
+    return make_grid([images[i * per_class : (i + 1) * per_class] for i in range(len(classes))]), tokens
+
+
+def recipe_summary(args, lr: float, global_batch: int, max_steps: int, model: FVQTransformer) -> dict:
+    schedule = {
+        "generator": f"constant for {args.lr_constant_ratio:.0%} of the steps, then linear to 1 %",
+        "annealing": "learning annealing (warmup, 30 % constant, linear to 1 %)",
+        "cosine": "warmup then cosine decay to 1 %",
+        "constant": "warmup then constant",
+    }[args.lr_scheduler]
+    return {
+        "transformer": args.pretrained_transformer or args.transformer_preset,
+        "parameters": f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M",
+        "optimizer": f"AdamW β = ({args.adam_beta1}, {args.adam_beta2}), weight decay {args.weight_decay} on ≥ 2-D weights",
+        "learning rate": f"{lr:.3g} ({args.learning_rate:g} per {args.lr_reference_batch} sequences"
+        + (", not scaled)" if args.no_scale_lr else f", scaled to the global batch {global_batch})"),
+        "schedule": schedule,
+        "steps": max_steps,
+        "class dropout (for guidance)": args.class_dropout_prob,
+        "dropout (token / residual / FFN)": f"{args.token_dropout_p} / {args.resid_dropout_p} / {args.ffn_dropout_p}",
+        "gradient clipping": args.max_grad_norm,
+        "EMA": f"fixed decay {args.ema_decay}" if args.use_ema else "none",
+        "mixed precision": args.mixed_precision,
+    }
+
+
+# ----------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    started = time.time()
+    args.mixed_precision = args.mixed_precision or default_mixed_precision(args.cpu)
+    report_to = None if args.report_to == "none" else args.report_to
+    accelerator = Accelerator(
+        cpu=use_cpu(args.cpu),
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=report_to,
+        project_config=ProjectConfiguration(args.output_dir, os.path.join(args.output_dir, args.logging_dir)),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+
+    def log(message: str) -> None:
+        if accelerator.is_main_process:
+            print(message, flush=True)
+
+    set_seed(args.seed)
+    checkpoints_dir = os.path.join(args.output_dir, "checkpoints")
+    metrics_file = os.path.join(args.output_dir, "metrics.jsonl")
+
+    # ---- data, models, optimizer
+    dataset = CodesDataset(args.codes_dir, seed=args.seed)
+    tokenizer_source = args.pretrained_tokenizer or dataset.meta["tokenizer"]
+    tokenizer = FVQModel.from_pretrained(tokenizer_source)
+    if not tokenizer.config.folded:
+        tokenizer = tokenizer.fold()
+    tokenizer = tokenizer.eval().requires_grad_(False).to(accelerator.device)
+    if tokenizer.config.codebook_size != dataset.meta["codebook_size"]:
+        raise SystemExit(
+            f"the tokenizer {tokenizer_source} has {tokenizer.config.codebook_size} codes, the codes in "
+            f"{args.codes_dir} come from one with {dataset.meta['codebook_size']}: pass the right --pretrained_tokenizer"
+        )
+    model = build_transformer(args, dataset)
+    global_batch = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    lr = args.learning_rate if args.no_scale_lr else args.learning_rate * global_batch / args.lr_reference_batch
+    optimizer = build_optimizer(model, lr, args)
+    dataloader = DataLoader(
+        dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=True, num_workers=args.dataloader_num_workers
+    )
+    if len(dataloader) == 0:
+        raise SystemExit(f"{len(dataset)} sequences are fewer than one batch of {args.train_batch_size}")
+
+    # ---- Accelerate, schedule, training state
+    model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+    unwrapped = accelerator.unwrap_model(model)
+    steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
+    max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+    scheduler = build_scheduler(args, optimizer, max_steps)  # stepped by hand, once per optimizer step
+    ema = FixedDecayEMA(unwrapped, args.ema_decay) if args.use_ema else None
+    progress = TrainingProgress()
+    for stateful in (scheduler, ema, progress):
+        if stateful is not None:
+            accelerator.register_for_checkpointing(stateful)
+    resume = resolve_checkpoint(checkpoints_dir, args.resume_from_checkpoint)
+    if args.resume_from_checkpoint and resume is None:
+        log(f"no checkpoint in {checkpoints_dir} yet: starting from scratch")
+    if resume is not None:
+        accelerator.load_state(resume[1])
+        log(f"resumed from {resume[1]} at step {progress.global_step}")
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        accelerator.init_trackers("fvq_generator", config=tracker_config(args))
+    elif report_to:
+        accelerator.init_trackers("fvq_generator")
+    parameters = sum(p.numel() for p in unwrapped.parameters())
+    log(
+        f"training a {parameters / 1e6:.1f} M-parameter transformer on {len(dataset)} sequences of "
+        f"{unwrapped.config.block_size} tokens ({dataset.meta['num_classes']} classes): {max_steps} steps, "
+        f"global batch {global_batch}, lr {lr:.3g} ({args.lr_scheduler})"
+    )
+    progress_bar = tqdm(
+        range(max_steps), initial=progress.global_step, desc="steps", disable=not accelerator.is_local_main_process
+    )
+
+    # ---- the loop: one batch per iteration, one optimizer step every --gradient_accumulation_steps batches
+    batches = resumable_batches(accelerator, dataloader, progress)
+    model.train()
+    while progress.global_step < max_steps:
+        tokens, labels = next(batches)
+        with accelerator.accumulate(model):
+            logits = model(tokens, labels).logits
+            loss = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and args.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if not accelerator.sync_gradients:
+            continue
+        scheduler.step()
+        if ema is not None:
+            ema.update(unwrapped)
+        progress.global_step += 1
+        progress_bar.update(1)
+        step = progress.global_step
+
+        if step % args.logging_steps == 0 or step == max_steps:
+            logs = {"loss": accelerator.reduce(loss.detach(), "mean").item(), "lr": scheduler.get_last_lr()[0]}
+            accelerator.log(logs, step=step)
+            progress_bar.set_postfix(loss=f"{logs['loss']:.4f}")
+            if accelerator.is_main_process:
+                with open(metrics_file, "a") as handle:
+                    handle.write(json.dumps({"step": step, **logs}) + "\n")
+        if step % args.checkpointing_steps == 0 and step < max_steps:
+            save_checkpoint(accelerator, checkpoints_dir, step, args.checkpoints_total_limit)
+        if accelerator.is_main_process and report_to and (step % args.validation_steps == 0 or step == max_steps):
+            grid, _ = sample_grid(
+                unwrapped, tokenizer, dataset.meta["num_classes"], args.num_validation_images, args, step
+            )
+            tracker = (
+                accelerator.get_tracker("tensorboard", unwrap=True) if report_to in ("tensorboard", "all") else None
+            )
+            if tracker is not None:
+                tracker.add_image("samples", np.asarray(grid), step, dataformats="HWC")
+            model.train()
+
+    # ---- outputs
+    progress_bar.close()
+    accelerator.wait_for_everyone()
+    wall_time = time.time() - started
+    summary = {}
+    if accelerator.is_main_process:
+        final = unwrapped
+        if ema is not None:
+            final = FVQTransformer.from_config(unwrapped.config)
+            ema.copy_to(final)
+        final = final.eval().to(accelerator.device)
+        pipeline = FVQPipeline(
+            vqvae=tokenizer,
+            transformer=final,
+            id2label=dataset.id2label,
+            sampling_defaults={
+                "guidance_scale": args.guidance_scale,
+                "temperature": args.temperature,
+                "top_k": args.top_k,
+                "top_p": args.top_p,
+            },
+        )
+        grid, _ = sample_grid(final, tokenizer, dataset.meta["num_classes"], args.num_validation_images, args, 0)
+        summary = save_trained_generator(
+            pipeline,
+            args.output_dir,
+            sample_grid=grid,
+            codes_meta=dataset.meta,
+            recipe=recipe_summary(args, lr, global_batch, max_steps, final),
+            hardware=hardware_summary(accelerator),
+            wall_time=wall_time,
+            final_loss=loss.detach().item() if progress.global_step else None,
+            metrics=None,
+            push_to_hub=args.push_to_hub,
+            hub_model_id=args.hub_model_id,
+            hub_token=args.hub_token,
+            hub_private=args.hub_private,
+        )
+        log(
+            f"done in {wall_time / 60:.1f} min; saved the pipeline to {args.output_dir} "
+            f"(FVQPipeline.from_pretrained('{args.output_dir}')) and a sample grid to {summary['sample_grid']}"
+            + (f"; pushed to {summary.get('hub_url')}" if args.push_to_hub else "")
+        )
+    accelerator.end_training()
+    results = {"steps": progress.global_step, "wall_time_seconds": wall_time, **summary}
+    if accelerator.is_main_process:
+        with open(os.path.join(args.output_dir, "train_results.json"), "w") as handle:
+            json.dump(results, handle, indent=2, default=str)
+    return results
+
+
+if __name__ == "__main__":
+    main()
