@@ -204,3 +204,44 @@ def test_fine_tuning_continues_the_bridge_or_freezes_a_folded_codebook(tmp_path)
     assert torch.equal(result.quantize.embedding.weight, original.quantize.embedding.weight)
     assert not torch.equal(result.encoder.conv_in.weight, original.encoder.conv_in.weight)
     assert not (tmp_path / "frozen" / "unfolded").exists()
+
+
+def test_parse_args_with_config_checks_keys_and_lets_flags_win(tmp_path):
+    import argparse
+
+    from fvq_hf.training import add_config_argument, parse_args_with_config, tracker_config
+
+    parser = argparse.ArgumentParser()
+    add_config_argument(parser)
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--name", default="a")
+    config = tmp_path / "c.yaml"
+    config.write_text("steps: 7\nname: b\n")
+    args = parse_args_with_config(parser, ["--config", str(config), "--name", "c"])
+    assert (args.steps, args.name) == (7, "c")
+    assert tracker_config(args) == {"config": str(config), "steps": 7, "name": "c"}
+    config.write_text("- not\n- a mapping\n")
+    with pytest.raises(SystemExit):
+        parse_args_with_config(parser, ["--config", str(config)])
+
+
+def test_resumable_batches_continue_mid_epoch_where_progress_says():
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from fvq_hf.training import TrainingProgress, resumable_batches
+
+    loader = DataLoader(list(range(10)), batch_size=3, drop_last=True)  # 3 batches per epoch
+    accelerator = Accelerator(cpu=True)
+    progress = TrainingProgress()
+    batches = resumable_batches(accelerator, loader, progress)
+    first = [next(batches).tolist() for _ in range(4)]
+    assert first[3] == first[0] and (progress.epoch, progress.batches_in_epoch) == (1, 1)
+
+    resumed = TrainingProgress()
+    resumed.load_state_dict(progress.state_dict())
+    again = resumable_batches(accelerator, loader, resumed)
+    assert next(again).tolist() == first[1] and (resumed.epoch, resumed.batches_in_epoch) == (1, 2)
+
+    with pytest.raises(ValueError, match="gives no batch"):
+        next(resumable_batches(accelerator, DataLoader([1], batch_size=2, drop_last=True), TrainingProgress()))

@@ -1,5 +1,30 @@
-"""Hub helpers: model cards rendered from the templates in model_cards/."""
+"""Hub helpers, the one place for model cards and pushing: cards rendered from the templates in model_cards/,
+their ``model-index`` metrics, and uploading a written folder in one commit."""
 
-from .model_card import render_model_card
+from .model_card import (
+    TAGS,
+    eval_results,
+    evaluation_metrics,
+    init_departures,
+    model_card_data,
+    projector_description,
+    render_model_card,
+    save_card_and_push,
+    trained_tokenizer_card,
+)
+from .push import TRAINING_STATE_PATTERNS, default_repo_id, push_folder
 
-__all__ = ["render_model_card"]
+__all__ = [
+    "TAGS",
+    "TRAINING_STATE_PATTERNS",
+    "default_repo_id",
+    "eval_results",
+    "evaluation_metrics",
+    "init_departures",
+    "model_card_data",
+    "projector_description",
+    "push_folder",
+    "render_model_card",
+    "save_card_and_push",
+    "trained_tokenizer_card",
+]

@@ -1,10 +1,30 @@
-"""Model cards rendered from the templates in the repository's model_cards/ (installed as fvq_hf.model_cards)."""
+"""Model cards rendered from the templates in the repository's model_cards/ (installed as fvq_hf.model_cards).
+
+:func:`render_model_card` is the one renderer; :func:`model_card_data` and :func:`eval_results` build the YAML
+header (tags, ``model-index`` metrics) any fvq_hf folder carries; :func:`trained_tokenizer_card` is the card of
+a tokenizer trained by ``training/train_tokenizer.py``; :func:`save_card_and_push` writes a card into an output
+folder and optionally publishes the folder.
+"""
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .push import TRAINING_STATE_PATTERNS, default_repo_id, push_folder
+
+TAGS = ("fvq", "vqgan", "image-tokenizer", "vector-quantization")
+
+# how the metrics a tokenizer evaluation produces are named in model-index
+RECONSTRUCTION_METRIC_NAMES = {
+    "usage": "codebook usage",
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "lpips": "LPIPS",
+    "rfid": "rFID",
+}
 
 
 def render_model_card(template: str, card_data: ModelCardData, **fields) -> ModelCard:
@@ -13,3 +33,169 @@ def render_model_card(template: str, card_data: ModelCardData, **fields) -> Mode
     if not source.is_file():
         raise FileNotFoundError(f"no model card template {template!r} in fvq_hf.model_cards")
     return ModelCard.from_template(card_data, template_str=source.read_text(encoding="utf-8"), **fields)
+
+
+def eval_results(
+    metrics: dict[str, float],
+    dataset_name: str,
+    task_type: str = "image-to-image",
+    task_name: str = "image reconstruction",
+    dataset_type: str = "custom",
+    metric_names: dict[str, str] | None = None,
+) -> list[EvalResult]:
+    """One ``model-index`` entry per metric (``{"psnr": 24.1, ...}``), values rounded to 6 decimals.
+
+    ``metric_names`` maps a metric's key to its display name (default: :data:`RECONSTRUCTION_METRIC_NAMES`).
+    """
+    names = RECONSTRUCTION_METRIC_NAMES if metric_names is None else metric_names
+    return [
+        EvalResult(
+            task_type=task_type,
+            task_name=task_name,
+            dataset_type=dataset_type,
+            dataset_name=dataset_name,
+            metric_type=key,
+            metric_value=round(float(value), 6),
+            metric_name=names.get(key, key),
+        )
+        for key, value in metrics.items()
+    ]
+
+
+def model_card_data(
+    library_name: str = "fvq_hf",
+    tags: list[str] | tuple[str, ...] = TAGS,
+    model_name: str | None = None,
+    eval_results: list[EvalResult] | None = None,
+    base_model: str | None = None,
+    **extra,
+) -> ModelCardData:
+    """The YAML header of an fvq_hf card (``extra`` goes in as further header keys, e.g. ``datasets``)."""
+    return ModelCardData(
+        library_name=library_name,
+        tags=list(tags),
+        model_name=model_name,
+        eval_results=eval_results or None,
+        base_model=base_model,
+        **extra,
+    )
+
+
+def save_card_and_push(
+    card: ModelCard,
+    output_dir: str | os.PathLike,
+    push_to_hub: bool = False,
+    repo_id: str | None = None,
+    token: str | None = None,
+    private: bool | None = None,
+    ignore_patterns: list[str] | tuple[str, ...] | None = TRAINING_STATE_PATTERNS,
+    commit_message: str = "Upload with fvq_hf",
+) -> str | None:
+    """Write ``card`` as ``output_dir/README.md``; with ``push_to_hub`` upload the folder (without training state)
+    to ``repo_id`` and return the commit's URL."""
+    card.save(os.path.join(output_dir, "README.md"))
+    if not push_to_hub:
+        return None
+    return push_folder(
+        output_dir,
+        default_repo_id(output_dir, repo_id),
+        token=token,
+        private=private,
+        ignore_patterns=ignore_patterns,
+        commit_message=commit_message,
+    )
+
+
+# ------------------------------------------------------------------------------------ tokenizer cards
+def projector_description(config, codebook_frozen: bool = False) -> str:
+    """The projector a tokenizer was trained with, in words (for the card's model table)."""
+    if codebook_frozen:
+        return "none: fine-tuned from a folded model, codebook frozen"
+    if config.projector == "vqbridge":
+        return (
+            f"VQBridge ({config.bridge_flavour}, p = {config.bridge_patch_size}, hidden {config.bridge_hidden_size}, "
+            f"heads {config.bridge_num_heads}, depth {config.bridge_depth})"
+        )
+    return {"none": "none (plain codebook)", "linear": "single Linear(d, d)", "mlp": "5-layer MLP"}[config.projector]
+
+
+def init_departures(config) -> list[str]:
+    """Where a tokenizer's initialisation departs from the paper's (zero-initialised bridge output, uniform ±1/K
+    raw codebook), one sentence each."""
+    departures = []
+    if config.projector == "vqbridge" and config.bridge_output_init_std > 0:
+        departures.append(
+            f"the bridge's last Linear started from N(0, {config.bridge_output_init_std:g}²) instead of zeros, "
+            "which keeps every code slot of a bridge token alive on small data"
+        )
+    if config.get("codebook_init_std") is not None:
+        why = ", so the projector sees distinct inputs from the first step" if config.projector != "none" else ""
+        departures.append(
+            f"the raw codebook started from N(0, {config.codebook_init_std:g}²) instead of uniform(−1/K, 1/K){why}"
+        )
+    return departures
+
+
+def evaluation_metrics(evaluation) -> dict[str, float]:
+    """The published metrics of an ``EvaluationResult`` (LPIPS and rFID only when they were measured)."""
+    if evaluation is None:
+        return {}
+    metrics = {
+        "usage": evaluation.usage,
+        "perplexity": evaluation.perplexity,
+        "psnr": evaluation.psnr,
+        "ssim": evaluation.ssim,
+    }
+    if evaluation.lpips is not None:
+        metrics["lpips"] = evaluation.lpips
+    if evaluation.rfid is not None:
+        metrics["rfid"] = evaluation.rfid
+    return metrics
+
+
+def trained_tokenizer_card(
+    model,
+    repo_id: str,
+    evaluation=None,
+    eval_description: str = "",
+    recipe: dict | None = None,
+    hardware: str = "",
+    wall_time: float | None = None,
+    base_model: str | None = None,
+    codebook_frozen: bool = False,
+) -> ModelCard:
+    """The card of a tokenizer trained by ``training/train_tokenizer.py``: model-index metrics, model, the
+    recipe as run (``recipe``: name → value, shown as given), hardware and wall time (seconds)."""
+    c = model.config
+    metrics = evaluation_metrics(evaluation)
+    dataset_name = eval_description or "held-out images"
+    departures = init_departures(c)
+    return render_model_card(
+        "trained_tokenizer.md",
+        model_card_data(model_name=repo_id, eval_results=eval_results(metrics, dataset_name), base_model=base_model),
+        title=repo_id,
+        base_model=base_model,
+        usage=f"{metrics['usage']:.2%}" if metrics else "not evaluated",
+        used_codes=f"{evaluation.used_codes:,}" if evaluation else "?",
+        codebook_size=f"{c.codebook_size:,}",
+        perplexity=f"{metrics['perplexity']:.1f}" if metrics else "?",
+        psnr=f"{metrics['psnr']:.2f}" if metrics else "?",
+        ssim=f"{metrics['ssim']:.4f}" if metrics else "?",
+        lpips=f"{metrics['lpips']:.4f}" if "lpips" in metrics else None,
+        rfid=f"{metrics['rfid']:.2f}" if "rfid" in metrics else None,
+        eval_images=evaluation.images if evaluation else 0,
+        eval_data=dataset_name,
+        protocol=evaluation.protocol if evaluation else "",
+        architecture=(
+            f"{tuple(c.block_out_channels)} channels, {c.layers_per_block} residual blocks per level, "
+            f"{model.downsample_factor}× downsampling"
+        ),
+        codebook_dim=c.codebook_dim,
+        l2_normalize=c.l2_normalize,
+        projector=projector_description(c, codebook_frozen),
+        init_note=f"Departure from the paper: {'; '.join(departures)}." if departures else "",
+        recipe=recipe or {},
+        hardware=hardware or "not recorded",
+        wall_time=f"{wall_time / 60:.1f} min" if wall_time is not None else "not recorded",
+        repo_id=repo_id,
+    )

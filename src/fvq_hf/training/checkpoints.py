@@ -17,7 +17,11 @@ def list_checkpoints(checkpoints_dir: str) -> list[tuple[int, str]]:
     """Complete checkpoints as (step, path), oldest first."""
     if not os.path.isdir(checkpoints_dir):
         return []
-    found = [(int(m.group(1)), os.path.join(checkpoints_dir, name)) for name in os.listdir(checkpoints_dir) if (m := _NAME.match(name))]
+    found = [
+        (int(m.group(1)), os.path.join(checkpoints_dir, name))
+        for name in os.listdir(checkpoints_dir)
+        if (m := _NAME.match(name))
+    ]
     return sorted(found)
 
 
@@ -32,7 +36,10 @@ def resolve_checkpoint(checkpoints_dir: str, which: str | None) -> tuple[int, st
     match = _NAME.match(os.path.basename(os.path.normpath(path)))
     if not os.path.isdir(path) or not match:
         available = ", ".join(os.path.basename(p) for _, p in list_checkpoints(checkpoints_dir)) or "none"
-        raise FileNotFoundError(f"--resume_from_checkpoint {which!r}: no such checkpoint (available in {checkpoints_dir}: {available}); use 'latest' to take the newest")
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {which!r}: no such checkpoint (available in {checkpoints_dir}: {available}); "
+            "use 'latest' to take the newest"
+        )
     return int(match.group(1)), path
 
 
