@@ -2,7 +2,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fvq_hf.data import DemoCropDataset, HFImageDataset, ImageFolderDataset, build_dataset, collate_images
+from fvq_hf.data import DemoCropDataset, HFImageDataset, ImageFolderDataset, build_dataset, collate_images, pil_to_tensor
 
 
 def test_demo_crops_are_deterministic_per_epoch_and_index():
@@ -48,3 +48,53 @@ def test_build_dataset_picks_the_source():
     assert isinstance(build_dataset(None, None, 16, demo_samples=4), DemoCropDataset)
     with pytest.raises(ValueError, match="not both"):
         build_dataset("x", "y", 16)
+
+
+def _ramp(width: int = 512, height: int = 256) -> Image.Image:
+    """Red = x / 2: the red values of a crop tell which columns of the original it shows."""
+    x = torch.arange(width, dtype=torch.float32) / 2
+    array = x.expand(height, width)
+    rgb = torch.stack([array, torch.zeros_like(array), torch.zeros_like(array)], dim=-1)
+    return Image.fromarray(rgb.round().to(torch.uint8).numpy())
+
+
+def _covered_fraction_of_short_side(crop: torch.Tensor, short_side: int = 256) -> float:
+    red = (crop[0, crop.shape[1] // 2] + 1) * 127.5  # middle row, back to 0..255
+    return float(red.max() - red.min()) * 2 / short_side
+
+
+def test_training_crops_are_adm_crops_of_80_to_100_percent_of_the_short_side(tmp_path):
+    _ramp().save(tmp_path / "ramp.png")
+    dataset = ImageFolderDataset(str(tmp_path), resolution=32, seed=0)
+    fractions = []
+    for epoch in range(24):
+        dataset.set_epoch(epoch)
+        crop = dataset[0]
+        assert crop.shape == (3, 32, 32)
+        fractions.append(_covered_fraction_of_short_side(crop))
+    # 32 of a short side resized to 32..40 px: the crop shows 80-100 % of it, not always all of it
+    assert all(0.75 < f < 1.02 for f in fractions), fractions
+    assert min(fractions) < 0.85 and max(fractions) > 0.93, fractions
+
+    whole = ImageFolderDataset(str(tmp_path), resolution=32, seed=0, crop="short_side")
+    assert all(_covered_fraction_of_short_side(whole[0]) > 0.95 for _ in range(3))
+    with pytest.raises(ValueError, match="unknown training crop"):
+        ImageFolderDataset(str(tmp_path), resolution=32, crop="center")
+
+
+def test_adm_crop_draws_the_short_side_between_r_and_r_over_0_8_inclusive():
+    import random
+
+    from fvq_hf.data import adm_random_crop_flip
+
+    class Recording(random.Random):
+        def randint(self, a, b):
+            self.calls = [*getattr(self, "calls", []), (a, b)]
+            return super().randint(a, b)
+
+    for size, short_side_range in [(256, (256, 320)), (32, (32, 40)), (30, (30, 38))]:
+        generator = Recording(0)
+        crop = adm_random_crop_flip(_ramp(), size, generator)
+        assert crop.size == (size, size) and generator.calls[0] == short_side_range
+    small = adm_random_crop_flip(Image.new("RGB", (20, 12)), 16, random.Random(1))  # smaller than the crop: upscaled
+    assert small.size == (16, 16)

@@ -1,9 +1,11 @@
 """Data: training/evaluation datasets, the embedded demo photographs, image/tensor conversions."""
 
 from .datasets import (
+    TRAIN_CROPS,
     DemoCropDataset,
     HFImageDataset,
     ImageFolderDataset,
+    adm_random_crop_flip,
     build_dataset,
     collate_images,
     random_crop_flip,
@@ -14,9 +16,11 @@ from .images import center_crop_resize, make_grid, pil_to_tensor, tensor_to_pil
 
 __all__ = [
     "DEMO_PHOTOS",
+    "TRAIN_CROPS",
     "DemoCropDataset",
     "HFImageDataset",
     "ImageFolderDataset",
+    "adm_random_crop_flip",
     "build_dataset",
     "center_crop_resize",
     "collate_images",

@@ -1,6 +1,11 @@
 """Training and evaluation datasets: an image folder, any Hugging Face ``datasets`` image dataset, the demo photos.
 
-Augmentations (random crop + horizontal flip) draw from a generator seeded by (seed, epoch, index), not from
+Training crops are ADM's by default (``train_crop="adm"``, the crop LlamaGen's and FVQ's tokenizer training
+uses): the short side is resized to a random length between r and r / 0.8, then a random r × r square is cut
+and flipped horizontally with probability ½, so a crop keeps 80 %–100 % of the short side. ``"short_side"``
+cuts a random square of the whole short side and resizes it to r. Evaluation uses centre crop + resize.
+
+Augmentations draw from a generator seeded by (seed, epoch, index), not from
 the global RNG, so a batch is the same whichever worker builds it and a resumed run sees exactly the batches
 an uninterrupted one would. Unreadable images never stop a run: the item comes back as ``None``, the collate
 function drops it and counts it in the batch's ``"skipped"`` entry, and a warning names the file.
@@ -9,8 +14,10 @@ function drops it and counts it in the batch's ``"skipped"`` entry, and a warnin
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
+
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, Subset
@@ -44,6 +51,37 @@ def random_crop_flip(image: Image.Image, size: int, generator: random.Random, ma
     return crop
 
 
+def adm_random_crop_flip(
+    image: Image.Image,
+    size: int,
+    generator: random.Random,
+    min_crop_frac: float = 0.8,
+    max_crop_frac: float = 1.0,
+) -> Image.Image:
+    """ADM's training crop: resize the short side to a random length L in [⌈size / max_crop_frac⌉,
+    ⌈size / min_crop_frac⌉] (both ends included), cut a random ``size`` × ``size`` square, flip it horizontally
+    with probability ½. The square keeps between ``min_crop_frac`` and ``max_crop_frac`` of the short side.
+
+    As in ADM, large downscales go through repeated 2× box filtering before the final bicubic resize, so a
+    4-megapixel photo is not aliased into a 256 px one.
+    """
+    low, high = math.ceil(size / max_crop_frac), math.ceil(size / min_crop_frac)
+    short_side = generator.randint(low, high)
+    while min(image.size) >= 2 * short_side:
+        image = image.resize((image.size[0] // 2, image.size[1] // 2), Image.BOX)
+    scale = short_side / min(image.size)
+    image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)), Image.BICUBIC)
+    w, h = image.size
+    top, left = generator.randint(0, h - size), generator.randint(0, w - size)
+    crop = image.crop((left, top, left + size, top + size))
+    if generator.random() < 0.5:
+        crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+    return crop
+
+
+TRAIN_CROPS = ("adm", "short_side")
+
+
 def _generator(seed: int, epoch: int, index: int) -> random.Random:
     return random.Random((seed * 1_000_003 + epoch) * 1_000_003 + index)
 
@@ -51,8 +89,11 @@ def _generator(seed: int, epoch: int, index: int) -> random.Random:
 class _Augmented:
     """Shared by the datasets: train (random crop + flip) or eval (centre crop + resize) transform, and the epoch."""
 
-    def __init__(self, resolution: int, train: bool, seed: int, max_zoom_out: float):
+    def __init__(self, resolution: int, train: bool, seed: int, max_zoom_out: float, crop: str = "short_side"):
+        if crop not in TRAIN_CROPS:
+            raise ValueError(f"unknown training crop {crop!r}; choose one of {', '.join(TRAIN_CROPS)}")
         self.resolution, self.train, self.seed, self.max_zoom_out = resolution, train, seed, max_zoom_out
+        self.crop = crop
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -60,8 +101,12 @@ class _Augmented:
 
     def transform(self, image: Image.Image, index: int) -> torch.Tensor:
         image = image.convert("RGB")
-        if self.train:
-            image = random_crop_flip(image, self.resolution, _generator(self.seed, self.epoch, index), self.max_zoom_out)
+        if self.train and self.crop == "adm":
+            image = adm_random_crop_flip(image, self.resolution, _generator(self.seed, self.epoch, index))
+        elif self.train:
+            image = random_crop_flip(
+                image, self.resolution, _generator(self.seed, self.epoch, index), self.max_zoom_out
+            )
         else:
             image = center_crop_resize(image, self.resolution)
         return pil_to_tensor(image)
@@ -78,10 +123,21 @@ def collate_images(items: list) -> dict:
 
 # ------------------------------------------------------------------------------------ datasets
 class ImageFolderDataset(_Augmented, Dataset):
-    """Every image file below ``root`` (recursively, sorted), as (3, R, R) tensors in [-1, 1]."""
+    """Every image file below ``root`` (recursively, sorted), as (3, R, R) tensors in [-1, 1].
 
-    def __init__(self, root: str, resolution: int, train: bool = True, seed: int = 0, max_zoom_out: float = 1.0):
-        super().__init__(resolution, train, seed, max_zoom_out)
+    ``crop`` is the training crop (``"adm"`` or ``"short_side"``, see the module's docstring).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        resolution: int,
+        train: bool = True,
+        seed: int = 0,
+        max_zoom_out: float = 1.0,
+        crop: str = "adm",
+    ):
+        super().__init__(resolution, train, seed, max_zoom_out, crop)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"--train_data_dir {root!r} is not a folder")
         self.files = sorted(
@@ -102,7 +158,7 @@ class ImageFolderDataset(_Augmented, Dataset):
             with Image.open(path) as image:
                 image.load()
                 return self.transform(image, index)
-        except Exception as error:  # truncated, corrupt, not an image: skip it, never stop the run
+        except Exception as error:  # noqa: BLE001 - truncated, corrupt, not an image: skip it, never stop the run
             logger.warning("skipping unreadable image %s (%s: %s)", path, type(error).__name__, error)
             return None
 
@@ -163,19 +219,24 @@ class HFImageDataset(_Augmented, IterableDataset):
         seed: int = 0,
         config_name: str | None = None,
         cache_dir: str | None = None,
+        crop: str = "adm",
     ):
-        super().__init__(resolution, train, seed, 1.0)
+        super().__init__(resolution, train, seed, 1.0, crop)
         import datasets
 
-        self.dataset = datasets.load_dataset(name_or_path, config_name, split=split, streaming=streaming, cache_dir=cache_dir)
+        self.dataset = datasets.load_dataset(
+            name_or_path, config_name, split=split, streaming=streaming, cache_dir=cache_dir
+        )
         columns = self.dataset.column_names or []
         if columns and image_column not in columns:
-            raise ValueError(f"--image_column {image_column!r} is not a column of {name_or_path!r}; columns: {', '.join(columns)}")
+            raise ValueError(
+                f"--image_column {image_column!r} is not a column of {name_or_path!r}; columns: {', '.join(columns)}"
+            )
         self.dataset = self.dataset.cast_column(image_column, datasets.Image(decode=False))
         self.image_column = image_column
         self.rank, self.world_size = 0, 1
 
-    def shard(self, rank: int, world_size: int) -> "HFImageDataset":
+    def shard(self, rank: int, world_size: int) -> HFImageDataset:
         self.rank, self.world_size = rank, world_size
         return self
 
@@ -200,7 +261,7 @@ class HFImageDataset(_Augmented, IterableDataset):
                 image = self._decode(row[self.image_column])
                 image.load()
                 yield self.transform(image, index)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - any undecodable row is skipped, never stops the run
                 logger.warning("skipping undecodable image in row %d (%s: %s)", index, type(error).__name__, error)
                 yield None
 
@@ -224,12 +285,25 @@ def build_dataset(
     seed: int = 0,
     demo_samples: int = 4096,
     config_name: str | None = None,
+    crop: str = "adm",
 ) -> Dataset | IterableDataset:
-    """The training set the flags describe: a folder, a ``datasets`` dataset, or (neither) the demo photos."""
+    """The training set the flags describe: a folder, a ``datasets`` dataset, or (neither) the demo photos.
+
+    ``crop`` applies to a folder or a ``datasets`` dataset; the demo photos keep their zoomed-out crops, which
+    show a small crop size enough structure.
+    """
     if dataset_name and train_data_dir:
         raise ValueError("pass --dataset_name or --train_data_dir, not both")
     if train_data_dir:
-        return ImageFolderDataset(train_data_dir, resolution, train=True, seed=seed)
+        return ImageFolderDataset(train_data_dir, resolution, train=True, seed=seed, crop=crop)
     if dataset_name:
-        return HFImageDataset(dataset_name, resolution, image_column=image_column, streaming=streaming, seed=seed, config_name=config_name)
+        return HFImageDataset(
+            dataset_name,
+            resolution,
+            image_column=image_column,
+            streaming=streaming,
+            seed=seed,
+            config_name=config_name,
+            crop=crop,
+        )
     return DemoCropDataset("train", resolution, num_samples=demo_samples, seed=seed)
