@@ -154,3 +154,48 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(OSError, match="truncated or corrupt"):
         FVQModel.from_pretrained(tmp_path / "ckpt")
+
+
+def test_official_bridge_names_as_presets():
+    model = small_model(bridge="QBridge-B/4-d1")
+    c = model.config
+    assert (c.bridge_hidden_size, c.bridge_num_heads, c.bridge_patch_size, c.bridge_depth, c.bridge_mlp_ratio) == (
+        128,
+        4,
+        4,
+        1,
+        2.0,
+    )
+    assert len(model.quantize.projector.blocks) == 1
+    # the conftest's small model is S/4: 64 wide with the official 4 heads of 16
+    assert (small_model().config.bridge_hidden_size, small_model().config.bridge_num_heads) == (64, 4)
+
+
+def test_codebook_init_l2_is_a_config_field(tmp_path, images):
+    model = small_model(codebook_init_l2=True)
+    assert torch.allclose(model.quantize.embedding.weight.norm(dim=1), torch.ones(1024), atol=1e-5)
+    assert not model.config.l2_normalize and not model.quantize.l2_normalize  # the lookup is not cosine
+    model.save_pretrained(tmp_path)
+    loaded = FVQModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.codebook_init_l2
+    assert torch.equal(loaded.quantize.embedding.weight, model.quantize.embedding.weight)  # loaded weights win
+
+
+def test_encode_and_decode_indices_run_the_offload_hook(images):
+    # pipelines that offload models to the CPU register an accelerate hook; encode_indices / decode_indices must
+    # call it as diffusers' VQModel.encode / decode do, or the tokenizer stays where the offload left it
+    from accelerate.hooks import ModelHook, add_hook_to_module
+
+    class Count(ModelHook):
+        calls = 0
+
+        def pre_forward(self, module, *args, **kwargs):
+            Count.calls += 1
+            return args, kwargs
+
+    model = small_model()
+    add_hook_to_module(model, Count())
+    indices = model.encode_indices(images)
+    assert Count.calls == 1
+    model.decode_indices(indices)
+    assert Count.calls == 2

@@ -3,12 +3,15 @@ import torch
 
 from fvq_hf.quantization import (
     BRIDGE_PRESETS,
+    OFFICIAL_PROJECTOR_NAMES,
     LinearProjector,
     MLPProjector,
     VQBridge,
     build_projector,
     parse_bridge_preset,
+    parse_official_projector,
 )
+from fvq_hf.quantization.vqbridge import official_bridge_name
 
 
 def test_bridge_maps_codebook_shape_and_starts_at_zero():
@@ -22,7 +25,9 @@ def test_bridge_maps_codebook_shape_and_starts_at_zero():
 
 
 def test_bridge_tokens_cover_p_by_p_tiles():
-    bridge = VQBridge(codebook_size=256, codebook_dim=8, patch_size=4, hidden_size=32, num_heads=2, output_init_std=0.02)
+    bridge = VQBridge(
+        codebook_size=256, codebook_dim=8, patch_size=4, hidden_size=32, num_heads=2, output_init_std=0.02
+    )
     tokens = bridge.x_embedder(torch.randn(256, 8).t().reshape(1, 8, 16, 16))
     assert tokens.shape == (1, 16, 32)  # (16 / 4)² tokens of p² = 16 codes each
     # with the ViT blocks zeroed (identity through the residuals) a code can only move the codes of its
@@ -59,24 +64,73 @@ def test_gradient_reaches_raw_codebook_and_every_bridge_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("name", BRIDGE_PRESETS[:5])
-def test_presets(name):
-    size = 16384 if name.endswith("/4") else 65536
-    bridge = VQBridge.from_preset(name, codebook_size=size, codebook_dim=8)
-    width, patch = name.split("/")
-    assert bridge.config.patch_size == int(patch)
-    assert bridge.config.hidden_size == 64 * bridge.config.num_heads
-    assert (bridge.grid_side // bridge.config.patch_size) ** 2 == size // int(patch) ** 2
+@pytest.mark.parametrize("name", BRIDGE_PRESETS)
+def test_presets_are_the_official_ones(name):
+    # every official preset: 4 heads, head dimension 8/16/32/64/128 for XS/S/B/L/XL, depth 2 unless -d1/-d4, MLP ratio 2
+    width, rest = name.split("/")
+    patch, _, depth = rest.partition("-d")
+    patch = int(patch)
+    bridge = VQBridge.from_preset(name, codebook_size=(2 * patch) ** 2, codebook_dim=8)
+    c = bridge.config
+    assert c.num_heads == 4 and c.hidden_size == 4 * {"XS": 8, "S": 16, "B": 32, "L": 64, "XL": 128}[width]
+    assert (c.patch_size, c.depth, c.mlp_ratio) == (patch, int(depth or 2), 2.0)
+    assert len(bridge.blocks) == c.depth and bridge.blocks[0].attn.num_heads == 4
+    assert parse_bridge_preset(official_bridge_name(name)) == parse_bridge_preset(name)
 
 
 def test_paper_l_preset_is_64_by_4_heads():
-    assert parse_bridge_preset("L/4") == {"hidden_size": 256, "num_heads": 4, "patch_size": 4}
+    assert parse_bridge_preset("L/4") == {
+        "hidden_size": 256,
+        "num_heads": 4,
+        "patch_size": 4,
+        "depth": 2,
+        "mlp_ratio": 2.0,
+    }
     assert parse_bridge_preset("L/8")["patch_size"] == 8
 
 
+def test_official_names_and_widths():
+    assert parse_bridge_preset("QBridge-S/4")["hidden_size"] == 64 and parse_bridge_preset("S/4")["num_heads"] == 4
+    assert parse_bridge_preset("QBridge-B/4")["num_heads"] == 4  # the "B" of "QBridge" is not the width
+    assert parse_bridge_preset("Qbridge-S/4-d4") == {
+        "hidden_size": 64,
+        "num_heads": 4,
+        "patch_size": 4,
+        "depth": 4,
+        "mlp_ratio": 2.0,
+    }
+    assert (
+        parse_bridge_preset("QBridge-XL/4-d4")["hidden_size"] == 512
+        and parse_bridge_preset("XS/2")["hidden_size"] == 32
+    )
+    assert parse_bridge_preset("QBridge-siglip2-B-p16-256/4")["hidden_size"] == 768
+    assert official_bridge_name("S/4-d4") == "Qbridge-S/4-d4" and official_bridge_name("L/4") == "QBridge-L/4"
+    assert parse_official_projector("Qbridge-lin/1") == ("linear", {})
+    assert parse_official_projector("Qbridge-lin/5") == ("mlp", {})
+    assert parse_official_projector("Qbridge-none") == ("none", {})
+    assert parse_official_projector("QBridge-L/8") == ("vqbridge", parse_bridge_preset("L/8"))
+    assert len(OFFICIAL_PROJECTOR_NAMES) == 24
+    with pytest.raises(ValueError, match=r"Unknown projector name 'QBridge-M/4'.*Qbridge-lin/5, .*QBridge-XL/4-d4"):
+        parse_official_projector("QBridge-M/4")
+
+
 def test_unknown_bridge_preset():
-    with pytest.raises(ValueError, match="Unknown VQBridge preset 'M/4'"):
+    with pytest.raises(ValueError, match=r"Unknown VQBridge preset 'M/4'.*official presets are L/4, L/8, XS/2"):
         parse_bridge_preset("M/4")
+    with pytest.raises(ValueError, match="Unknown VQBridge preset 'QBridge-L/4-x'"):
+        parse_bridge_preset("QBridge-L/4-x")
+
+
+def test_vqbridge_has_its_own_module_and_old_imports_still_work():
+    import fvq_hf
+    from fvq_hf.quantization import projectors, vqbridge
+
+    assert vqbridge.VQBridge is projectors.VQBridge is fvq_hf.VQBridge
+    assert (
+        projectors.slot_indices is vqbridge.slot_indices
+        and projectors.sincos_pos_embed_2d is vqbridge.sincos_pos_embed_2d
+    )
+    assert VQBridge.__module__ == "fvq_hf.quantization.vqbridge"
 
 
 def test_codebook_size_not_a_square_says_which_sizes_work():
@@ -135,3 +189,24 @@ def test_dit_flavour_starts_at_zero_and_trains():
     assert any("adaLN_modulation" in n for n in trainable) and "y_embedder.embedding_table.weight" in trainable
     with pytest.raises(ValueError, match="Unknown VQBridge flavour"):
         VQBridge(codebook_size=256, codebook_dim=16, flavour="mlp")
+
+
+def test_dit_flavour_uses_the_condition_row_it_is_given():
+    torch.manual_seed(0)
+    kwargs = {"codebook_size": 64, "codebook_dim": 8, "patch_size": 2, "hidden_size": 32, "flavour": "dit"}
+    kwargs.update(num_condition_embeddings=3, output_init_std=0.1)
+    bridge = VQBridge(**kwargs, condition_index=2)
+    with torch.no_grad():
+        for module in [
+            *(block.adaLN_modulation[-1] for block in bridge.blocks),
+            bridge.final_layer.adaLN_modulation[-1],
+        ]:
+            module.weight.normal_()  # adaLN-Zero starts at the identity: give the condition something to change
+        raw = torch.randn(64, 8)
+        row_0 = VQBridge(**kwargs)
+        row_0.load_state_dict(bridge.state_dict())
+        assert not torch.allclose(row_0(raw), bridge(raw), atol=1e-4)
+        row_0.y_embedder.embedding_table.weight[0] = bridge.y_embedder.embedding_table.weight[2]
+        assert torch.allclose(row_0(raw), bridge(raw), atol=1e-6)
+    with pytest.raises(ValueError, match="condition_index=3 is not a row of a 3-row condition table"):
+        VQBridge(**kwargs, condition_index=3)

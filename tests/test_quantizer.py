@@ -88,7 +88,9 @@ def test_raw_codebook_init_and_what_it_does_to_a_bridge():
     # (little spread across bridge tokens) while the slots sit apart. An embedding-scale init spreads them.
     def within_over_between(std):
         torch.manual_seed(0)
-        bridge = VQBridge(codebook_size=4096, codebook_dim=32, patch_size=4, hidden_size=32, num_heads=2, output_init_std=1e-3)
+        bridge = VQBridge(
+            codebook_size=4096, codebook_dim=32, patch_size=4, hidden_size=32, num_heads=2, output_init_std=1e-3
+        )
         vq = VectorQuantizer(4096, 32, projector=bridge, codebook_init_std=std)
         with torch.no_grad():
             codes = vq.get_codebook()
@@ -97,4 +99,22 @@ def test_raw_codebook_init_and_what_it_does_to_a_bridge():
         within = torch.stack([(codes[slot == s] - means[s]).norm(dim=1).mean() for s in range(16)]).mean()
         return float(within / (means - means.mean(0)).norm(dim=1).mean())
 
-    assert within_over_between(None) < 0.1 < 0.5 < within_over_between(0.02)  # measured 0.03 and 0.71
+    assert within_over_between(None) < 0.1 and within_over_between(0.02) > 0.5  # measured 0.03 and 0.71
+
+
+def test_codebook_init_l2_normalises_the_raw_codebook_once_and_keeps_l2_lookup():
+    # FVQ's codebook_l2_norm: unit-length raw codes at init, then a plain L2 search over the projected codebook
+    torch.manual_seed(0)
+    for std in (None, 0.02):
+        vq = VectorQuantizer(64, 8, codebook_init_std=std, codebook_init_l2=True)
+        assert torch.allclose(vq.embedding.weight.norm(dim=1), torch.ones(64), atol=1e-6)
+    vq = VectorQuantizer(64, 8, projector=torch.nn.Linear(8, 8), codebook_init_l2=True)
+    with torch.no_grad():
+        vq.projector.weight.mul_(torch.linspace(0.2, 3.0, 8)[:, None])  # projected codes of very different lengths
+        codebook = vq.get_codebook()
+    assert not torch.allclose(codebook.norm(dim=1), torch.ones(64), atol=1e-2)  # nothing normalised at lookup
+    z = torch.randn(200, 8)
+    _, indices, _ = vq(z)
+    assert torch.equal(indices, torch.cdist(z, codebook).argmin(1))
+    cosine = (torch.nn.functional.normalize(z, dim=1) @ torch.nn.functional.normalize(codebook, dim=1).t()).argmax(1)
+    assert not torch.equal(indices, cosine)  # which is not what l2_normalize (LlamaGen's meaning) would pick

@@ -7,11 +7,12 @@ import os
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.autoencoders.vae import Decoder, Encoder
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
+from diffusers.utils.accelerate_utils import apply_forward_hook
+from torch import nn
 
 from ..quantization.projectors import PROJECTOR_TYPES, build_projector, parse_bridge_preset
 from ..quantization.search import DEFAULT_CHUNK_SIZE
@@ -52,6 +53,8 @@ _BRIDGE_FIELDS = {
     "patch_size": "bridge_patch_size",
     "hidden_size": "bridge_hidden_size",
     "num_heads": "bridge_num_heads",
+    "depth": "bridge_depth",
+    "mlp_ratio": "bridge_mlp_ratio",
 }
 
 MODEL_PRESETS: dict[str, dict] = {
@@ -98,11 +101,15 @@ class FVQModel(ModelMixin, ConfigMixin):
         codebook_size (`int`, defaults to 16384): Number of codes K.
         codebook_dim (`int`, defaults to 256): Code dimension d.
         commitment_beta (`float`, defaults to 0.25): Commitment weight β.
-        l2_normalize (`bool`, defaults to False): Cosine-distance quantisation (LlamaGen's released tokenizer).
+        l2_normalize (`bool`, defaults to False): LlamaGen's ``codebook_l2_norm``: latents and lookup codebook are
+            l2-normalised at every lookup (cosine distance), as in LlamaGen's released tokenizer.
+        codebook_init_l2 (`bool`, defaults to False): FVQ's ``codebook_l2_norm``: the raw codebook's rows are
+            l2-normalised once at init; the lookup stays plain L2 over the projected codebook. A converted or loaded
+            model's weights are what they are: this only records how training started.
         projector (`str`, defaults to `"vqbridge"`): ``"vqbridge"``, ``"linear"``, ``"mlp"`` or ``"none"``.
         bridge_patch_size (`int`, defaults to 4): VQBridge tile side p.
         bridge_hidden_size (`int`, defaults to 256): VQBridge token width.
-        bridge_num_heads (`int`, defaults to 4): VQBridge attention heads.
+        bridge_num_heads (`int`, defaults to 4): VQBridge attention heads (4 in every official preset).
         bridge_depth (`int`, defaults to 2): VQBridge ViT blocks.
         bridge_mlp_ratio (`float`, defaults to 2.0): VQBridge MLP width ratio.
         bridge_output_init_std (`float`, defaults to 0.0): Std of the bridge's final Linear at init; 0 is the
@@ -111,7 +118,10 @@ class FVQModel(ModelMixin, ConfigMixin):
             paper's uniform(−1/K, 1/K). See ``VectorQuantizer``.
         bridge_flavour (`str`, defaults to `"vit"`): ``"vit"`` (the paper's bridge) or ``"dit"`` (sin-cos positions
             and adaLN-Zero from a learned constant, as the official released training scripts use).
-        bridge_num_condition_embeddings (`int`, defaults to 1): Rows of the DiT flavour's constant table.
+        bridge_num_condition_embeddings (`int`, defaults to 1): Rows of the DiT flavour's condition table (1, or
+            1,001 for an official class-conditional bridge).
+        bridge_condition_index (`int`, defaults to 0): The row of that table the bridge uses (1000, the null class,
+            for a 1,001-row table converted from an official checkpoint).
         folded (`bool`, defaults to False): Set by ``fold``: the codebook is a projected codebook computed once,
             and no projector is left.
         search_chunk_size (`int`, defaults to 2**24): Memory bound of the nearest-code search (distances held
@@ -149,6 +159,8 @@ class FVQModel(ModelMixin, ConfigMixin):
         bridge_num_condition_embeddings: int = 1,
         folded: bool = False,
         search_chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+        codebook_init_l2: bool = False,
+        bridge_condition_index: int = 0,
     ):
         super().__init__()
         if projector not in PROJECTOR_TYPES:
@@ -184,11 +196,13 @@ class FVQModel(ModelMixin, ConfigMixin):
                 output_init_std=bridge_output_init_std,
                 flavour=bridge_flavour,
                 num_condition_embeddings=bridge_num_condition_embeddings,
+                condition_index=bridge_condition_index,
             ),
             beta=commitment_beta,
             l2_normalize=l2_normalize,
             chunk_size=search_chunk_size,
             codebook_init_std=codebook_init_std,
+            codebook_init_l2=codebook_init_l2,
         )
         self.post_quant_conv = nn.Conv2d(codebook_dim, latent_channels, 1)
         self.decoder = Decoder(
@@ -203,11 +217,13 @@ class FVQModel(ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "FVQModel":
+    def from_preset(cls, name: str, **overrides) -> FVQModel:
         """Build a fresh model from a named preset (``MODEL_PRESETS``: ``vq-16``, ``vq-8``, ``tiny``, …).
 
-        Keyword arguments override any config field; ``bridge="L/8"`` sets the VQBridge fields from a bridge
-        preset, and ``projector="linear"`` (or ``"mlp"``, ``"none"``) swaps the projector for an ablation.
+        Keyword arguments override any config field; ``bridge="L/8"`` (or an official name such as
+        ``"QBridge-B/4-d1"``, see ``BRIDGE_PRESETS``) sets the VQBridge fields (patch, hidden size, heads, depth, MLP
+        ratio) from a bridge preset, and ``projector="linear"`` (or ``"mlp"``, ``"none"``) swaps the projector for an
+        ablation.
         """
         if name not in MODEL_PRESETS:
             raise ValueError(f"Unknown FVQModel preset {name!r}; available presets: {', '.join(MODEL_PRESETS)}.")
@@ -217,13 +233,16 @@ class FVQModel(ModelMixin, ConfigMixin):
             config.update({_BRIDGE_FIELDS[k]: v for k, v in parse_bridge_preset(bridge).items()})
         unknown = sorted(set(overrides) - set(cls._init_signature_keys()))
         if unknown:
-            raise TypeError(f"FVQModel has no config field(s) {', '.join(unknown)}; valid fields: {', '.join(cls._init_signature_keys())}")
+            raise TypeError(
+                f"FVQModel has no config field(s) {', '.join(unknown)}; "
+                f"valid fields: {', '.join(cls._init_signature_keys())}"
+            )
         config.update(overrides)
         return cls(**config)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "FVQModel":
-        """Load a saved or pushed FVQModel (folded or not) from a local folder or a Hub id; see diffusers' ``ModelMixin``."""
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> FVQModel:
+        """Load a saved or pushed FVQModel (folded or not) from a local folder or a Hub id, as diffusers does."""
         subfolder = kwargs.get("subfolder")
         if subfolder and os.path.isdir(os.path.join(pretrained_model_name_or_path, subfolder)):
             # diffusers looks for local weights at the folder's root before the subfolder: a training output
@@ -258,13 +277,19 @@ class FVQModel(ModelMixin, ConfigMixin):
         if not isinstance(images, torch.Tensor):
             raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
         if images.ndim != 4:
-            raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}; add a batch dimension with images[None]")
+            raise ValueError(
+                f"images must have shape (B, C, H, W), got {tuple(images.shape)}; "
+                "add a batch dimension with images[None]"
+            )
         if not images.dtype.is_floating_point:
             raise TypeError(
-                f"images must be float tensors in [-1, 1], got dtype {images.dtype}; convert 0–255 images with images.float() / 127.5 - 1"
+                f"images must be float tensors in [-1, 1], got dtype {images.dtype}; "
+                "convert 0–255 images with images.float() / 127.5 - 1"
             )
         if images.shape[1] != self.config.in_channels:
-            raise ValueError(f"this model takes {self.config.in_channels}-channel images, got {images.shape[1]} channels")
+            raise ValueError(
+                f"this model takes {self.config.in_channels}-channel images, got {images.shape[1]} channels"
+            )
         f = self.downsample_factor
         h, w = images.shape[-2:]
         if h % f or w % f:
@@ -291,13 +316,18 @@ class FVQModel(ModelMixin, ConfigMixin):
         sample = self.decode_quantized(quantized)
         if not return_dict:
             return sample, indices, codebook_loss, commitment_loss
-        return FVQModelOutput(sample=sample, indices=indices, codebook_loss=codebook_loss, commitment_loss=commitment_loss)
+        return FVQModelOutput(
+            sample=sample, indices=indices, codebook_loss=codebook_loss, commitment_loss=commitment_loss
+        )
 
+    # the forward hook lets pipelines that offload models to the CPU move the tokenizer in for these calls
+    @apply_forward_hook
     def encode_indices(self, images: torch.Tensor) -> torch.LongTensor:
         """Images (B, C, H, W) in [-1, 1] → token indices (B, H/f, W/f)."""
         _, indices, _ = self.quantize(self.encode_latents(images))
         return indices
 
+    @apply_forward_hook
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Token indices (B, h, w) → images (B, C, h·f, w·f) in [-1, 1]."""
         if not isinstance(indices, torch.Tensor) or indices.ndim != 3:
@@ -307,7 +337,7 @@ class FVQModel(ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ export
     @torch.no_grad()
-    def fold(self) -> "FVQModel":
+    def fold(self) -> FVQModel:
         """A new model whose plain codebook is this model's lookup codebook, computed once.
 
         The projector and the raw codebook are gone (an l2-normalised codebook is stored normalised):

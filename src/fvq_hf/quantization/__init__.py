@@ -1,22 +1,23 @@
-"""Vector quantisation: projectors (VQBridge and baselines), the quantizer, nearest-code search, usage."""
+"""Vector quantisation: VQBridge, the baseline projectors, the quantizer, nearest-code search, usage."""
 
 from .projectors import (
-    BRIDGE_PRESETS,
+    OFFICIAL_PROJECTOR_NAMES,
     PROJECTOR_TYPES,
     LinearProjector,
     MLPProjector,
-    VQBridge,
     build_projector,
-    check_bridge_grid,
-    parse_bridge_preset,
+    parse_official_projector,
 )
 from .search import DEFAULT_CHUNK_SIZE, nearest_code
 from .usage import CodebookUsage, UsageStats
 from .vector_quantizer import VectorQuantizer
+from .vqbridge import BRIDGE_PRESETS, BRIDGE_WIDTHS, VQBridge, check_bridge_grid, parse_bridge_preset
 
 __all__ = [
     "BRIDGE_PRESETS",
+    "BRIDGE_WIDTHS",
     "DEFAULT_CHUNK_SIZE",
+    "OFFICIAL_PROJECTOR_NAMES",
     "PROJECTOR_TYPES",
     "CodebookUsage",
     "LinearProjector",
@@ -28,4 +29,5 @@ __all__ = [
     "check_bridge_grid",
     "nearest_code",
     "parse_bridge_preset",
+    "parse_official_projector",
 ]

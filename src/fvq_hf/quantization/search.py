@@ -42,7 +42,9 @@ def nearest_code(
     The arithmetic is done in fp32 whatever the input dtype or autocast state: bf16 distances lose codes.
     """
     if z.ndim != 2 or codebook.ndim != 2 or z.shape[1] != codebook.shape[1]:
-        raise ValueError(f"expected z (N, d) and codebook (K, d) with the same d, got {tuple(z.shape)} and {tuple(codebook.shape)}")
+        raise ValueError(
+            f"expected z (N, d) and codebook (K, d) with the same d, got {tuple(z.shape)} and {tuple(codebook.shape)}"
+        )
     with torch.autocast(device_type=z.device.type, enabled=False):
         z = z.float()
         codebook = codebook.float()

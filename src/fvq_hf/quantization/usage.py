@@ -28,7 +28,7 @@ class UsageStats:
     total: int
 
     @classmethod
-    def from_counts(cls, counts: torch.Tensor) -> "UsageStats":
+    def from_counts(cls, counts: torch.Tensor) -> UsageStats:
         """Statistics of a code histogram (K,)."""
         total = int(counts.sum())
         used = int((counts > 0).sum())
@@ -66,7 +66,8 @@ class CodebookUsage:
             return
         if flat.min() < 0 or flat.max() >= self.codebook_size:
             raise ValueError(
-                f"code indices must lie in [0, {self.codebook_size}), got values from {int(flat.min())} to {int(flat.max())}"
+                f"code indices must lie in [0, {self.codebook_size}), "
+                f"got values from {int(flat.min())} to {int(flat.max())}"
             )
         if self.counts.device != flat.device:
             self.counts = self.counts.to(flat.device)
@@ -89,6 +90,7 @@ class CodebookUsage:
     def load_state_dict(self, state: dict) -> None:
         if int(state["codebook_size"]) != self.codebook_size:
             raise ValueError(
-                f"usage state is for a codebook of {int(state['codebook_size'])} codes, this tracker has {self.codebook_size}"
+                f"usage state is for a codebook of {int(state['codebook_size'])} codes, "
+                f"this tracker has {self.codebook_size}"
             )
         self.counts = state["counts"].to(self.counts.device, torch.long).clone()

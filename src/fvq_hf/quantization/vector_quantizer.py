@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .search import DEFAULT_CHUNK_SIZE, nearest_code
 
@@ -25,8 +25,12 @@ class VectorQuantizer(nn.Module):
         projector (`nn.Module`, *optional*): Maps the raw codebook (K, d) to the lookup codebook (K, d), e.g. a
             ``VQBridge``; ``None`` looks up the raw codebook directly (a plain VQGAN codebook).
         beta (`float`, defaults to 0.25): Commitment weight β.
-        l2_normalize (`bool`, defaults to False): Normalise vectors and codes to unit length first (cosine
-            distance), as LlamaGen's released tokenizer does.
+        l2_normalize (`bool`, defaults to False): LlamaGen's ``codebook_l2_norm``: normalise the vectors and the
+            lookup codebook to unit length at every lookup (cosine distance), as LlamaGen's released tokenizer does.
+        codebook_init_l2 (`bool`, defaults to False): FVQ's ``codebook_l2_norm``: normalise the rows of the raw
+            codebook to unit length once, at init, after ``codebook_init_std``'s draw. Nothing is normalised
+            afterwards: the lookup stays plain L2 over the projected codebook. The official FVQ model files give
+            ``codebook_l2_norm`` this meaning, LlamaGen's the one of ``l2_normalize``.
         chunk_size (`int`, defaults to 2**24): Most distances held at once by the nearest-code search; bounds
             its memory without changing its result.
         codebook_init_std (`float`, *optional*): Initialise the raw codebook N(0, std²). ``None`` is the paper's
@@ -45,12 +49,14 @@ class VectorQuantizer(nn.Module):
         l2_normalize: bool = False,
         chunk_size: int | None = DEFAULT_CHUNK_SIZE,
         codebook_init_std: float | None = None,
+        codebook_init_l2: bool = False,
     ):
         super().__init__()
         self.codebook_size = codebook_size
         self.codebook_dim = codebook_dim
         self.beta = beta
         self.l2_normalize = l2_normalize
+        self.codebook_init_l2 = codebook_init_l2
         self.chunk_size = chunk_size
         self.embedding = nn.Embedding(codebook_size, codebook_dim)
         if codebook_init_std is None:
@@ -58,7 +64,12 @@ class VectorQuantizer(nn.Module):
         elif codebook_init_std > 0:
             nn.init.normal_(self.embedding.weight, std=codebook_init_std)
         else:
-            raise ValueError(f"codebook_init_std must be positive or None (the paper's uniform ±1/K), got {codebook_init_std}")
+            raise ValueError(
+                f"codebook_init_std must be positive or None (the paper's uniform ±1/K), got {codebook_init_std}"
+            )
+        if codebook_init_l2:
+            with torch.no_grad():
+                self.embedding.weight.copy_(F.normalize(self.embedding.weight, dim=-1))
         self.projector = projector
 
     def get_codebook(self) -> torch.Tensor:
@@ -106,7 +117,8 @@ class VectorQuantizer(nn.Module):
             raise TypeError(f"indices must be an integer tensor, got {indices.dtype}")
         if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
             raise ValueError(
-                f"indices must lie in [0, {self.codebook_size}), got values from {int(indices.min())} to {int(indices.max())}"
+                f"indices must lie in [0, {self.codebook_size}), "
+                f"got values from {int(indices.min())} to {int(indices.max())}"
             )
         codes = F.embedding(indices.long(), self.get_codebook())
         if channels_first and indices.ndim == 3:
