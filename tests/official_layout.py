@@ -1,5 +1,22 @@
-"""The official LlamaGen / FVQ tokenizer layout, written from its key list (REFERENCE.md §3) independently of
-fvq_hf: random state dicts with the exact key names and shapes, and a forward pass computed directly from them."""
+"""The official LlamaGen / FVQ tokenizer layout, written independently of fvq_hf: random state dicts with the
+exact key names and shapes of the official checkpoints, and a forward pass computed directly from them.
+
+Facts it is written from (the official FVQ code, ``QBridge_models`` in its bridge files):
+
+- LlamaGen layout: ``encoder.conv_blocks.{i}.res.{j}`` / ``.attn.{j}`` (1×1 q, k, v, proj_out; attention at the
+  lowest resolution only), ``encoder.mid.{0,1,2}``, ``quant_conv``, ``quantize.embedding.weight``,
+  ``quantize.codebook_used`` (a usage buffer), ``post_quant_conv``, the decoder mirrored (lowest resolution first).
+- FVQ adds ``quantize.qbridge.*``. A VQBridge preset ``QBridge-<W>/<p>[-d<N>]`` has 4 heads of dimension 8, 16,
+  32, 64, 128 for W = XS, S, B, L, XL, patch p, depth N (2 if absent), MLP ratio 2. The DiT flavour adds a sin-cos
+  ``pos_embed``, a label table ``y_embedder.embedding_table`` (1 row when trained unconditionally, 1,001 rows
+  = 1,000 classes + the null class otherwise) and adaLN modulations; the official conversion to a plain codebook
+  computes the bridge with label 1000, which the 1-row flavour maps to its row 0.
+- Baselines: ``Qbridge-lin/1`` is ``qbridge.linear`` (one ``Linear(d, d)`` on every code), ``Qbridge-lin/5`` is
+  ``qbridge.linear_5`` (``Linear, ReLU`` × 4, ``Linear``, at Sequential indices 0, 2, 4, 6, 8), ``Qbridge-none``
+  has no weights.
+- ``codebook_l2_norm``: LlamaGen's quantizer normalises latents and codes at every lookup (cosine); FVQ's only
+  normalises the raw embedding once at init, and its lookup is plain L2 over the bridged codebook.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +56,38 @@ def _attn(sd, name, c, g):
         _conv(sd, f"{name}.{part}", c, c, 1, g)
 
 
+# official bridge names → (head dimension, patch, depth); every one has 4 heads and MLP ratio 2
+HEAD_DIM = {"XS": 8, "S": 16, "B": 32, "L": 64, "XL": 128}
+OFFICIAL_BRIDGES = {
+    "QBridge-XS/2": ("XS", 2, 2),
+    "QBridge-S/2": ("S", 2, 2),
+    "QBridge-S/4": ("S", 4, 2),
+    "QBridge-S/8": ("S", 8, 2),
+    "Qbridge-S/4-d4": ("S", 4, 4),
+    "QBridge-B/2": ("B", 2, 2),
+    "QBridge-B/4": ("B", 4, 2),
+    "QBridge-B/8": ("B", 8, 2),
+    "QBridge-B/4-d1": ("B", 4, 1),
+    "QBridge-B/4-d4": ("B", 4, 4),
+    "QBridge-L/2": ("L", 2, 2),
+    "QBridge-L/4": ("L", 4, 2),
+    "QBridge-L/8": ("L", 8, 2),
+    "QBridge-L/2-d4": ("L", 2, 4),
+    "QBridge-L/4-d1": ("L", 4, 1),
+    "QBridge-L/4-d4": ("L", 4, 4),
+    "QBridge-XL/4": ("XL", 4, 2),
+    "QBridge-XL/4-d4": ("XL", 4, 4),
+    "QBridge-XL/8": ("XL", 8, 2),  # in the ViT-flavour table only
+}
+OFFICIAL_HEADS = 4
+
+
+def bridge_shape(qb_type: str) -> dict:
+    """``make_official_state_dict`` arguments for an official bridge name."""
+    width, patch, depth = OFFICIAL_BRIDGES[qb_type]
+    return {"bridge_hidden": HEAD_DIM[width] * OFFICIAL_HEADS, "bridge_patch": patch, "bridge_depth": depth}
+
+
 def make_official_state_dict(
     ch=128,
     ch_mult=(1, 1, 2, 2, 4),
@@ -46,11 +95,12 @@ def make_official_state_dict(
     z_channels=256,
     codebook_size=16384,
     codebook_dim=256,
-    bridge: str | None = None,  # None, "vit" or "dit"
+    bridge: str | None = None,  # None, "vit", "dit", "lin1" or "lin5"
     bridge_hidden=256,
     bridge_patch=4,
     bridge_depth=2,
     bridge_mlp_ratio=2,
+    label_rows=1,
     seed=0,
 ) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
@@ -95,7 +145,12 @@ def make_official_state_dict(
             _conv(sd, f"decoder.conv_blocks.{i}.upsample.conv", block_in, block_in, 3, g)
     _norm(sd, "decoder.norm_out", block_in, g)
     _conv(sd, "decoder.conv_out", block_in, 3, 3, g)
-    if bridge:
+    if bridge == "lin1":
+        _linear(sd, "quantize.qbridge.linear", codebook_dim, codebook_dim, g)
+    elif bridge == "lin5":
+        for n in (0, 2, 4, 6, 8):
+            _linear(sd, f"quantize.qbridge.linear_5.{n}", codebook_dim, codebook_dim, g)
+    elif bridge:
         q = "quantize.qbridge"
         h, p, d = bridge_hidden, bridge_patch, codebook_dim
         _conv(sd, f"{q}.x_embedder.proj", d, h, p, g)
@@ -111,7 +166,7 @@ def make_official_state_dict(
             _linear(sd, f"{q}.final_layer.adaLN_modulation.1", h, 2 * h, g)
             tiles = math.isqrt(codebook_size) // p
             sd[f"{q}.pos_embed"] = torch.randn(1, tiles * tiles, h, generator=g)
-            sd[f"{q}.y_embedder.embedding_table.weight"] = torch.randn(1, h, generator=g)
+            sd[f"{q}.y_embedder.embedding_table.weight"] = torch.randn(label_rows, h, generator=g)
     return sd
 
 
@@ -184,10 +239,23 @@ def _lin(sd, name, x):
     return F.linear(x, sd[f"{name}.weight"], sd[f"{name}.bias"])
 
 
-def reference_bridge(sd, num_heads):
-    """FVQ's qbridge (ViT or DiT flavour) applied to the raw codebook, from the raw tensors."""
+def reference_bridge(sd, num_heads=OFFICIAL_HEADS, label=1000):
+    """FVQ's qbridge applied to the raw codebook, from the raw tensors: what the official conversion folds.
+
+    ``label`` is the class the DiT flavour is computed with (the official conversion passes 1000); a 1-row table
+    is unconditional and uses its row 0 whatever the label. The baselines and ``Qbridge-none`` are handled too.
+    """
     q = "quantize.qbridge"
     raw = sd["quantize.embedding.weight"]
+    if f"{q}.linear.weight" in sd:
+        return _lin(sd, f"{q}.linear", raw)
+    if f"{q}.linear_5.0.weight" in sd:
+        x = raw
+        for n in (0, 2, 4, 6):
+            x = F.relu(_lin(sd, f"{q}.linear_5.{n}", x))
+        return _lin(sd, f"{q}.linear_5.8", x)
+    if f"{q}.x_embedder.proj.weight" not in sd:
+        return raw
     k, d = raw.shape
     side = math.isqrt(k)
     w = sd[f"{q}.x_embedder.proj.weight"]
@@ -197,7 +265,9 @@ def reference_bridge(sd, num_heads):
     dit = f"{q}.pos_embed" in sd
     if dit:
         x = x + sd[f"{q}.pos_embed"]
-        c = sd[f"{q}.y_embedder.embedding_table.weight"][:1]
+        table = sd[f"{q}.y_embedder.embedding_table.weight"]
+        row = 0 if table.shape[0] == 1 else label
+        c = table[row : row + 1]
 
     def norm(t):
         return F.layer_norm(t, (hidden,), eps=1e-6)
@@ -232,10 +302,14 @@ def reference_bridge(sd, num_heads):
     return x.t()
 
 
-def reference_reconstruct(sd, x, l2_normalize=False, bridge_heads=None):
-    """Indices and reconstruction of the official model, computed from the raw tensors."""
+def reference_reconstruct(sd, x, l2_normalize=False, bridge_heads=OFFICIAL_HEADS, label=1000):
+    """Indices and reconstruction of the official model, computed from the raw tensors.
+
+    ``l2_normalize`` is LlamaGen's ``codebook_l2_norm`` (cosine lookup). FVQ's ``codebook_l2_norm`` changes nothing
+    here: it acted on the raw embedding at init, and the weights are what they are.
+    """
     z = reference_encode(sd, x)
-    codebook = reference_bridge(sd, bridge_heads) if bridge_heads else sd["quantize.embedding.weight"]
+    codebook = reference_bridge(sd, bridge_heads, label)
     flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
     if l2_normalize:
         flat, codebook = F.normalize(flat, dim=-1), F.normalize(codebook, dim=-1)
