@@ -491,3 +491,14 @@ def test_protocols_refuse_demo_crops_and_other_lpips(tmp_path, eval_folder):
                 "x",
             ]
         )
+
+
+def test_protocol_images_from_a_datasets_dataset(tmp_path):
+    from fvq_hf.evaluation import protocol_hf_dataset
+
+    for seed in range(3):
+        _photo(40, 52, seed=seed).save(tmp_path / f"{seed}.png")
+    dataset = protocol_hf_dataset(str(tmp_path), "adm", 32, image_column="image", split="train")
+    batch = collate_protocol_images(list(dataset))
+    assert batch["pixel_values"].shape == (3, 3, 32, 32) and batch["skipped"] == 0
+    assert torch.equal(batch["reference"], quantize(batch["pixel_values"]))  # PNG: the reference is the crop itself
