@@ -73,8 +73,9 @@ class ConversionResult:
 
 
 # ----------------------------------------------------------------------------------------------- reading
-def load_checkpoint(path: str | os.PathLike) -> SourceCheckpoint:
-    """Read a tokenizer checkpoint safely: ``.safetensors``, or a torch file under ``weights_only=True``."""
+def read_checkpoint_file(path: str | os.PathLike) -> tuple[object, str]:
+    """Open a checkpoint safely: ``.safetensors``, or a torch file under ``weights_only=True`` that may hold
+    argparse's ``Namespace`` and nothing else beyond tensors and plain containers. Returns (content, format)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint file at {path!r}")
@@ -82,12 +83,11 @@ def load_checkpoint(path: str | os.PathLike) -> SourceCheckpoint:
         from safetensors.torch import load_file
 
         try:
-            raw = load_file(path)
+            return load_file(path), "safetensors"
         except Exception as error:  # safetensors raises its own error types for a bad header
             raise ConversionError(
                 f"{path!r} is not a readable safetensors file (truncated or corrupt?): {error}"
             ) from error
-        return _pick_weights(path, raw, fmt="safetensors")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             raw = torch.load(path, map_location="cpu", weights_only=True)
@@ -102,40 +102,55 @@ def load_checkpoint(path: str | os.PathLike) -> SourceCheckpoint:
         raise ConversionError(
             f"{path!r} is not a readable PyTorch checkpoint (truncated or corrupt?): {str(error).splitlines()[0]}"
         ) from error
-    return _pick_weights(path, raw, fmt="PyTorch pickle (weights_only)")
+    return raw, "PyTorch pickle (weights_only)"
 
 
-def _pick_weights(path: str, raw, fmt: str) -> SourceCheckpoint:
+def split_container(path: str, raw) -> tuple[dict[str, torch.Tensor], str, dict, int | None]:
+    """The weights of a training checkpoint (EMA preferred, then ``model``, ``module``, ``state_dict``, else the
+    dict itself) under key names without wrapper prefixes, its ``args`` as a dict and its ``steps``. The values are
+    not checked yet (:func:`require_tensors`), so a caller can first say whether the keys are of its kind."""
     if not isinstance(raw, dict):
         raise ConversionError(f"{path!r} holds a {type(raw).__name__}, not a checkpoint dict or a state dict")
     args = raw.get("args")
     args = vars(args) if isinstance(args, argparse.Namespace) else dict(args) if isinstance(args, dict) else {}
     steps = raw.get("steps")
-    for key in ("ema", "model", "state_dict"):
+    for key in ("ema", "model", "module", "state_dict"):
         if isinstance(raw.get(key), dict):
             weights, weights_key = raw[key], key
             break
     else:
         weights, weights_key = raw, "state dict"
-    names = {_unwrap(name): name for name in weights}
-    if "encoder.conv_in.weight" not in names or "quantize.embedding.weight" not in names:
-        sample = ", ".join(sorted(map(str, names))[:5]) or "none"
-        raise ConversionError(
-            f"{path!r} does not look like an FVQ or LlamaGen tokenizer checkpoint: it has no 'encoder.conv_in.weight' "
-            f"or 'quantize.embedding.weight' among its {len(names)} keys (first: {sample})"
-        )
-    state = {}
-    for name, original in names.items():
-        value = weights[original]
+    state = {strip_wrapper_prefix(name): value for name, value in weights.items()}
+    return state, weights_key, args, int(steps) if isinstance(steps, int) else None
+
+
+def require_tensors(path: str, state: dict, weights_key: str) -> None:
+    for name, value in state.items():
         if not isinstance(value, torch.Tensor):
             raise ConversionError(
-                f"{path!r}: entry {original!r} of the {weights_key} is a {type(value).__name__}, not a tensor"
+                f"{path!r}: entry {name!r} of the {weights_key} is a {type(value).__name__}, not a tensor"
             )
-        state[name] = value
-    return SourceCheckpoint(path, state, args, weights_key, int(steps) if isinstance(steps, int) else None, fmt)
 
 
-def _unwrap(name: str) -> str:
+def load_checkpoint(path: str | os.PathLike) -> SourceCheckpoint:
+    """Read a tokenizer checkpoint safely (see :func:`read_checkpoint_file`)."""
+    raw, fmt = read_checkpoint_file(path)
+    return _pick_weights(os.fspath(path), raw, fmt)
+
+
+def _pick_weights(path: str, raw, fmt: str) -> SourceCheckpoint:
+    state, weights_key, args, steps = split_container(path, raw)
+    if "encoder.conv_in.weight" not in state or "quantize.embedding.weight" not in state:
+        sample = ", ".join(sorted(map(str, state))[:5]) or "none"
+        raise ConversionError(
+            f"{path!r} does not look like an FVQ or LlamaGen tokenizer checkpoint: it has no 'encoder.conv_in.weight' "
+            f"or 'quantize.embedding.weight' among its {len(state)} keys (first: {sample})"
+        )
+    require_tensors(path, state, weights_key)
+    return SourceCheckpoint(path, state, args, weights_key, steps, fmt)
+
+
+def strip_wrapper_prefix(name: str) -> str:
     for prefix in _WRAPPER_PREFIXES:  # DistributedDataParallel / torch.compile wrappers
         name = name.removeprefix(prefix)
     return name
@@ -547,23 +562,13 @@ def save_converted(
     return out
 
 
-def push_folder(
-    output_dir: str | os.PathLike, repo_id: str, token: str | None = None, private: bool | None = None
-) -> str:
-    """Create ``repo_id`` if needed and upload the written folder (weights, config and card) in one commit."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    info = api.upload_folder(repo_id=repo_id, folder_path=output_dir, commit_message="Convert with fvq-convert")
-    return str(info)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="fvq-convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("src", help="official FVQ / LlamaGen tokenizer checkpoint (.pt, .pth, .safetensors)")
+    parser.add_argument(
+        "src", help="official FVQ / LlamaGen tokenizer, or LlamaGen c2i GPT, checkpoint (.pt, .pth, .safetensors)"
+    )
     parser.add_argument("dst", help="output folder")
     parser.add_argument(
         "--to",
@@ -612,12 +617,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     group.add_argument("--norm-num-groups", type=int, default=None, help="GroupNorm groups (LlamaGen: 32)")
     group.add_argument("--sample-size", type=int, default=None, help="training resolution recorded in the config")
+    gpt = parser.add_argument_group("LlamaGen c2i GPT checkpoints (c2i_B_256.pt … c2i_XXL_384.pt)")
+    gpt.add_argument(
+        "--tokenizer",
+        default=None,
+        help="with a GPT: also write a whole FVQPipeline, with this tokenizer (a converted folder, a Hub id, or a "
+        "tokenizer checkpoint converted with the overrides above)",
+    )
+    gpt.add_argument(
+        "--id2label", default=None, help="JSON file of class names (default: ImageNet's for 1,000 classes)"
+    )
+    gpt.add_argument("--image-size", type=int, default=None, help="the GPT's image size when the file does not say")
+    gpt.add_argument("--num-heads", type=int, default=None, help="the GPT's attention heads (default: from args)")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    overrides = {
+def _convert_gpt(args, raw) -> None:
+    import json
+
+    from .convert_gpt import convert_gpt_checkpoint, describe_conversion, save_converted_gpt
+
+    result = convert_gpt_checkpoint(args.src, image_size=args.image_size, num_heads=args.num_heads, raw=raw)
+    tokenizer = None
+    if args.tokenizer:
+        if os.path.isfile(args.tokenizer):
+            tokenizer = convert_checkpoint(args.tokenizer, **_tokenizer_overrides(args)).model
+        else:
+            tokenizer = FVQModel.from_pretrained(args.tokenizer)
+        if not tokenizer.config.folded:
+            tokenizer = tokenizer.fold()
+    id2label = None
+    if args.id2label:
+        with open(args.id2label) as handle:
+            id2label = {int(k): v for k, v in json.load(handle).items()}
+    save_converted_gpt(
+        result,
+        args.dst,
+        tokenizer=tokenizer,
+        tokenizer_name=args.tokenizer,
+        id2label=id2label,
+        repo_id=args.push_to_hub,
+    )
+    print(f"read {describe_conversion(result)}")
+    print(f"wrote {'an FVQPipeline' if tokenizer is not None else 'an FVQTransformer'} to {args.dst}")
+
+
+def _tokenizer_overrides(args) -> dict:
+    return {
         "codebook_size": args.codebook_size,
         "codebook_dim": args.codebook_dim,
         "l2_normalize": args.l2_normalize,
@@ -627,19 +673,38 @@ def main(argv: list[str] | None = None) -> None:
         "norm_num_groups": args.norm_num_groups,
         "sample_size": args.sample_size,
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .convert_gpt import is_gpt_state
+    from .hub import push_folder
+
+    args = parse_args(argv)
     try:
-        result = convert_checkpoint(args.src, **overrides)
-        save_converted(result, args.dst, to=args.to, fold=args.fold, repo_id=args.push_to_hub)
-    except (ConversionError, FileNotFoundError) as error:
+        raw, fmt = read_checkpoint_file(args.src)
+        weights = split_container(args.src, raw)[0]
+        if is_gpt_state(weights):
+            _convert_gpt(args, raw)
+        else:
+            result = convert_checkpoint(_pick_weights(args.src, raw, fmt), **_tokenizer_overrides(args))
+            save_converted(result, args.dst, to=args.to, fold=args.fold, repo_id=args.push_to_hub)
+            print(f"read {args.src} ({result.source.weights_key} weights): {result.layout}")
+            print(
+                f"carried over {len(result.consumed_keys)} keys"
+                + (f"; skipped {', '.join(result.ignored_keys)} (not weights)" if result.ignored_keys else "")
+            )
+            print(f"wrote {'a diffusers VQModel' if args.to == 'diffusers' else 'an FVQModel'} to {args.dst}")
+    except (ConversionError, FileNotFoundError, OSError) as error:
         raise SystemExit(f"fvq-convert: {error}") from None
-    print(f"read {args.src} ({result.source.weights_key} weights): {result.layout}")
-    print(
-        f"carried over {len(result.consumed_keys)} keys"
-        + (f"; skipped {', '.join(result.ignored_keys)} (not weights)" if result.ignored_keys else "")
-    )
-    print(f"wrote {'a diffusers VQModel' if args.to == 'diffusers' else 'an FVQModel'} to {args.dst}")
     if args.push_to_hub:
-        print(f"pushed: {push_folder(args.dst, args.push_to_hub, token=args.token, private=args.private or None)}")
+        url = push_folder(
+            args.dst,
+            args.push_to_hub,
+            token=args.token,
+            private=args.private or None,
+            commit_message="Convert with fvq-convert",
+        )
+        print(f"pushed: {url}")
 
 
 if __name__ == "__main__":
