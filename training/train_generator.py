@@ -316,6 +316,9 @@ def main(argv: list[str] | None = None) -> dict:
     model.train()
     while progress.global_step < max_steps:
         tokens, labels = next(batches)
+        # dropout and class dropout draw from a seed of (run, process, data position): a resumed run draws what an
+        # uninterrupted one would, whatever else consumed the global generator (each DataLoader iterator does)
+        torch.manual_seed(hash((args.seed, accelerator.process_index, progress.epoch, progress.batches_in_epoch)) % 2**63)
         with accelerator.accumulate(model):
             logits = model(tokens, labels).logits
             loss = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())

