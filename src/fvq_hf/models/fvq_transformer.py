@@ -79,6 +79,37 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rotated.flatten(-2).type_as(x)
 
 
+def rope_pair_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rotary table (T, D/2) as (T, D) factors for ``x · cos2 + swap_pairs(x) · sin2`` (used when decoding).
+
+    ``cos2`` repeats each cosine for both members of its pair, ``sin2`` is ``(−sin, sin)`` per pair, so
+    ``even · cos + odd · (−sin)`` and ``odd · cos + even · sin`` are ``apply_rope``'s values to the last bit
+    (negation is exact) in three elementwise kernels instead of ten.
+    """
+    return cos.repeat_interleave(2, dim=-1), torch.stack([-sin, sin], dim=-1).flatten(-2)
+
+
+def apply_rope_pairs(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
+    """``apply_rope`` for ``x`` (..., D) with the (D,)-broadcastable factors of ``rope_pair_tables``."""
+    x32 = x.float()
+    swapped = x32.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return (x32 * cos2 + swapped * sin2).type_as(x)
+
+
+def _rms_norm(x: torch.Tensor, norm: RMSNorm) -> torch.Tensor:
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + norm.eps)).type_as(x) * norm.weight
+
+
+def _rows_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``F.linear(x, weight)`` for a few rows ``x`` (R, in), as ``(weight @ x.T).T``: on CPU, MKL then streams
+    the weight once for all rows instead of packing it first. Made contiguous (R × out, a small copy) so that the
+    elementwise kernels and attention after it see the usual layout."""
+    if x.device.type != "cpu":
+        return F.linear(x, weight)
+    return torch.mm(weight, x.t()).t().contiguous()
+
+
 class RMSNorm(nn.Module):
     """RMSNorm computed in fp32, cast back, then scaled (LlamaGen's order)."""
 
@@ -411,6 +442,40 @@ class FVQTransformer(ModelMixin, ConfigMixin):
         start = cache.length
         if start + h.shape[1] > min(cache.max_length, self.config.block_size):
             raise ValueError("the sequence is full: a sample has block_size tokens, the last of which predicts nothing")
-        logits = self._blocks(h, start, cache)
+        if h.shape[1] == 1 and not self.training:
+            logits = self._decode_step(h[:, 0], start, cache)
+        else:
+            logits = self._blocks(h, start, cache)[:, -1]
         cache.length = start + h.shape[1]
-        return logits[:, -1]
+        return logits
+
+    def _decode_step(self, h: torch.Tensor, pos: int, cache: KVCache) -> torch.Tensor:
+        """One new position per row, ``h`` (R, dim) at position ``pos``, through every block (eval only).
+
+        The same arithmetic as ``_blocks`` with fewer, larger kernels: RoPE on q and k together through the pair
+        tables, the cache written in place, attention over the filled prefix ``[: pos + 1]`` only (one query sees
+        all of it: no mask), and the Linear layers as ``weight @ x.T`` on CPU. Returns fp32 logits (R, vocab).
+        """
+        if self._rope[0].device != h.device:
+            self._rope = tuple(t.to(h.device) for t in self._rope)
+        if getattr(self, "_rope_pairs", None) is None or self._rope_pairs[0].device != h.device:
+            self._rope_pairs = rope_pair_tables(*self._rope)
+        cos2, sin2 = self._rope_pairs[0][pos], self._rope_pairs[1][pos]
+        rows, n_head, n_kv, head_dim = h.shape[0], self.config.n_head, cache.keys[0].shape[1], self.head_dim
+        q_width, kv_width = n_head * head_dim, n_kv * head_dim
+        for i, layer in enumerate(self.layers):
+            attention, ffn = layer.attention, layer.feed_forward
+            qkv = _rows_linear(_rms_norm(h, layer.attention_norm), attention.wqkv.weight)
+            qk = apply_rope_pairs(qkv[:, : q_width + kv_width].reshape(rows, n_head + n_kv, head_dim), cos2, sin2)
+            cache.keys[i].select(2, pos).copy_(qk[:, n_head:])
+            cache.values[i].select(2, pos).copy_(qkv[:, q_width + kv_width :].reshape(rows, n_kv, head_dim))
+            k, v = cache.keys[i][:, :, : pos + 1], cache.values[i][:, :, : pos + 1]
+            if n_kv != n_head:
+                k = k.repeat_interleave(n_head // n_kv, dim=1)
+                v = v.repeat_interleave(n_head // n_kv, dim=1)
+            out = F.scaled_dot_product_attention(qk[:, :n_head].unsqueeze(2), k, v)
+            h = h + _rows_linear(out.reshape(rows, q_width), attention.wo.weight)
+            x = _rms_norm(h, layer.ffn_norm)
+            gate, up = _rows_linear(x, ffn.w1.weight), _rows_linear(x, ffn.w3.weight)
+            h = h + _rows_linear(F.silu(gate) * up, ffn.w2.weight)
+        return _rows_linear(_rms_norm(h, self.norm), self.output.weight).float()
