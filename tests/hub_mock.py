@@ -50,7 +50,11 @@ class FakeHub:
             body = json.loads(request.content)
             return httpx.Response(
                 200,
-                json={"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in body["files"]]},
+                json={
+                    "files": [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in body["files"]
+                    ]
+                },
             )
         if m := re.fullmatch(rf"/api/models/{_REPO}/commit/(?P<rev>[^/]+)", path):
             return self._commit(m["repo"], request.content)

@@ -28,9 +28,20 @@ def test_fresh_model_uses_one_code(tmp_path, capsys):
 def test_saved_model_and_console_script(tmp_path):
     small_model().save_pretrained(tmp_path / "model")
     result = subprocess.run(
-        [sys.executable, "-m", "fvq_hf.reconstruct", "--pretrained_model_name_or_path", str(tmp_path / "model"),
-         "--resolution", "32", "--output_dir", str(tmp_path / "out")],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "fvq_hf.reconstruct",
+            "--pretrained_model_name_or_path",
+            str(tmp_path / "model"),
+            "--resolution",
+            "32",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     used = int(result.stdout.split("codebook usage: ")[1].split(" of ")[0].replace(",", ""))
     assert 1 < used <= 1024
