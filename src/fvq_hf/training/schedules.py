@@ -1,4 +1,5 @@
-"""Learning annealing (FVQ, REFERENCE.md §1): warmup from 0.5 %, 30 % constant, then decay to 1 % of the base rate."""
+"""Learning annealing (FVQ, arXiv 2509.10140, Table 6 and Appendix G): warmup from 0.5 %, 30 % constant, then a
+decay to 1 % of the base rate."""
 
 from __future__ import annotations
 
