@@ -6,10 +6,12 @@
         --train_data_dir /data/imagenet/train
     torchrun --nproc_per_node 8 training/train_tokenizer.py --dataset_name your/dataset --output_dir fvq-16k
 
-Defaults are the paper's recipe for ``vq-16`` (arXiv 2509.10140, Table 6): Adam (0.9, 0.95), lr 1e-4 per 128
-images scaled by the global batch, gradient clipping 1.0, learning annealing on generator and discriminator,
-L2 + VQ + 1.0·LPIPS + 0.5·hinge PatchGAN (from step 20,000). A YAML file (``--config``) can set every
-option; flags given on the command line win over it. With no dataset the embedded demo photos are used.
+Defaults are the paper's recipe for ``vq-16`` (arXiv 2509.10140, Table 6) as the official code runs it: Adam
+(0.9, 0.95), lr 1e-4 per 128 images scaled by the global batch, gradient clipping 1.0, learning annealing on
+generator and discriminator, L2 + VQ + 1.0·LPIPS + 0.5·hinge PatchGAN (from step 20,000) with the
+discriminator's own hinge loss weighted 0.5 too, ADM's random crop + flip, and (with ``--use_ema``) an EMA of
+fixed decay from the first step. A YAML file (``--config``) can set every option; flags given on the command
+line win over it. With no dataset the embedded demo photos are used.
 
 The file reads top to bottom: the options, the pieces a run is built from, the loss of one batch, evaluation
 and the card's recipe, then ``main`` (set up, resume, the loop, the outputs).
@@ -18,6 +20,7 @@ and the card's recipe, then ``main`` (set up, resume, the loop, the outputs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -36,6 +39,7 @@ from tqdm.auto import tqdm
 
 from fvq_hf import CodebookUsage, FVQModel
 from fvq_hf.data import (
+    TRAIN_CROPS,
     DemoCropDataset,
     ImageFolderDataset,
     build_dataset,
@@ -57,6 +61,7 @@ from fvq_hf.models import MODEL_PRESETS
 from fvq_hf.quantization import PROJECTOR_TYPES
 from fvq_hf.training import (
     SCHEDULES,
+    FixedDecayEMA,
     TrainingProgress,
     add_config_argument,
     add_hub_arguments,
@@ -105,7 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="N(0, std²) init of the raw codebook; unset is the paper's uniform ±1/K",
     )
-    g.add_argument("--l2_normalize", action="store_true", help="cosine-distance codebook (LlamaGen's d = 8 recipe)")
+    g.add_argument(
+        "--l2_normalize",
+        action="store_true",
+        help="LlamaGen's cosine lookup (its codebook_l2_norm): latents and codes l2-normalised at every lookup, "
+        "as in LlamaGen's d = 8 tokenizer; not FVQ's init-time normalisation (--codebook_init_l2)",
+    )
+    g.add_argument(
+        "--codebook_init_l2",
+        action="store_true",
+        help="FVQ's codebook_l2_norm: l2-normalise the raw codebook's rows once at init; the lookup stays plain L2 "
+        "(off in the paper's runs)",
+    )
 
     g = p.add_argument_group("data")
     g.add_argument(
@@ -127,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--eval_samples", type=int, default=512, help="held-out demo crops to evaluate on (no validation set given)"
+    )
+    g.add_argument(
+        "--train_crop",
+        default="adm",
+        choices=TRAIN_CROPS,
+        help="training crop of a folder or dataset: adm (the official one: short side resized to a random length in "
+        "[r, r/0.8], random r×r crop) or short_side (a random square of the whole short side, resized to r); "
+        "flipped either way. The demo photos keep their own crops",
     )
     g.add_argument("--dataloader_num_workers", type=int, default=0, help="data loading processes per training process")
 
@@ -167,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--use_ema", action="store_true", help="keep an EMA of the weights and save it as the final model")
     g.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay per optimizer step")
+    g.add_argument(
+        "--ema_schedule",
+        default="fixed",
+        choices=["fixed", "warmup"],
+        help="fixed: --ema_decay from the first step, as the official code; "
+        "warmup: diffusers' EMAModel, decay (1 + t) / (10 + t) capped at --ema_decay",
+    )
 
     g = p.add_argument_group("losses")
     g.add_argument("--reconstruction_loss", default="l2", choices=["l2", "l1"], help="pixel reconstruction loss")
@@ -176,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--perceptual_random_init", action="store_true", help="random VGG16 (tests and CPU demos only)")
     g.add_argument("--gan_weight", type=float, default=0.5, help="hinge PatchGAN weight; 0 turns the discriminator off")
     g.add_argument("--gan_start_step", type=int, default=20000, help="step at which the GAN terms start")
+    g.add_argument(
+        "--disc_loss_weight",
+        type=float,
+        default=None,
+        help="weight of the discriminator's own hinge loss, applied before backward and clipping "
+        "(default: --gan_weight, as the official code; 1 trains it on the unweighted loss)",
+    )
     g.add_argument(
         "--adaptive_gan_weight",
         action="store_true",
@@ -206,6 +244,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parse_args_with_config(parser, argv)
     if args.dataset_name and args.train_data_dir:
         parser.error("pass --dataset_name or --train_data_dir, not both")
+    if args.disc_loss_weight is None:  # resolved here so the config and the card record the number
+        args.disc_loss_weight = args.gan_weight
     return args
 
 
@@ -234,8 +274,9 @@ def build_model(args, log) -> tuple[FVQModel, bool]:
     for key in ("codebook_size", "codebook_dim", "bridge", "bridge_output_init_std", "codebook_init_std"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    if args.l2_normalize:
-        overrides["l2_normalize"] = True
+    for flag in ("l2_normalize", "codebook_init_l2"):
+        if getattr(args, flag):
+            overrides[flag] = True
     return FVQModel.from_preset(args.model_preset, **overrides), False
 
 
@@ -268,6 +309,19 @@ def build_discriminator(args, channels: int) -> PatchGANDiscriminator | None:
     return discriminator.train()
 
 
+def build_ema(args, model: FVQModel, device):
+    """The EMA of the tokenizer's weights (None without --use_ema): fixed decay, or diffusers' warmup."""
+    if not args.use_ema:
+        return None
+    if args.ema_schedule == "fixed":
+        return FixedDecayEMA(model.parameters(), decay=args.ema_decay).to(device)
+    from diffusers.training_utils import EMAModel
+
+    ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=FVQModel, model_config=model.config)
+    ema.to(device)
+    return ema
+
+
 def build_eval_dataset(args):
     """The held-out set and its description: --validation_data_dir, --validation_split, or held-out demo crops."""
     if args.validation_data_dir:
@@ -290,10 +344,24 @@ def build_eval_dataset(args):
 
 
 # =============================================================================================== the losses of a batch
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module | None, active: bool = True):
+    """Within the block ``module``'s parameters take no gradient (the inputs still get theirs)."""
+    params = [p for p in module.parameters() if p.requires_grad] if module is not None and active else []
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def generator_loss(args, out, images, lpips, discriminator, gan_active: bool, last_layer) -> tuple[torch.Tensor, dict]:
     """The tokenizer's loss: reconstruction + perceptual + VQ terms (+ the adversarial term once the GAN is on).
 
-    Returns the total and its terms (detached where they are only logged)."""
+    Returns the total and its terms (for the log). Call it with the discriminator ``frozen``: the adversarial
+    term trains the tokenizer only."""
     reconstruction = out.sample
     if args.reconstruction_loss == "l2":
         rec_loss = F.mse_loss(reconstruction.float(), images.float())
@@ -346,6 +414,18 @@ def run_evaluation(accelerator, unwrapped, ema, dataloader, lpips, description, 
 
 def recipe_summary(args, lr, global_batch, max_steps) -> dict:
     """The recipe as run, for the model card."""
+    if not args.use_ema:
+        ema = "no"
+    elif args.ema_schedule == "fixed":
+        ema = f"decay {args.ema_decay} from the first step (official)"
+    else:
+        ema = f"diffusers EMAModel, decay (1 + t) / (10 + t) up to {args.ema_decay}"
+    if not (args.dataset_name or args.train_data_dir):
+        augmentation = "random zoomed-out crops of the demo photos + flip"
+    elif args.train_crop == "adm":
+        augmentation = "ADM random crop (short side resized to [r, r/0.8], random r×r crop) + flip"
+    else:
+        augmentation = "random square of the whole short side resized to r + flip"
     if args.no_scale_lr:
         learning_rate = f"{lr:.3g}"
     else:
@@ -364,9 +444,11 @@ def recipe_summary(args, lr, global_batch, max_steps) -> dict:
             f"{args.reconstruction_loss} + {args.codebook_weight}·VQ + {args.perceptual_weight}·LPIPS + "
             f"{args.gan_weight}·hinge GAN from step {args.gan_start_step}"
         ),
+        "discriminator loss": f"{args.disc_loss_weight:g}·hinge" if args.gan_weight > 0 else "no discriminator",
         "mixed precision": args.mixed_precision,
-        "EMA": f"decay {args.ema_decay}" if args.use_ema else "no",
+        "EMA": ema,
         "data": args.dataset_name or args.train_data_dir or "embedded demo photos",
+        "augmentation": augmentation,
         "seed": args.seed,
     }
 
@@ -426,6 +508,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.seed,
         args.demo_samples,
         config_name=args.dataset_config_name,
+        crop=args.train_crop,
     )
     iterable = isinstance(train_dataset, IterableDataset)
     if iterable:
@@ -469,12 +552,7 @@ def main(argv: list[str] | None = None) -> dict:
         disc_scheduler = get_scheduler(args.lr_scheduler, disc_optimizer, max_steps, args.lr_warmup_ratio)
 
     usage = CodebookUsage(unwrapped.config.codebook_size, device=accelerator.device)  # since the last log
-    ema = None
-    if args.use_ema:
-        from diffusers.training_utils import EMAModel
-
-        ema = EMAModel(unwrapped.parameters(), decay=args.ema_decay, model_cls=FVQModel, model_config=unwrapped.config)
-        ema.to(accelerator.device)
+    ema = build_ema(args, unwrapped, accelerator.device)
     progress = TrainingProgress()
     for stateful in (scheduler, disc_scheduler, usage, ema, progress):
         if stateful is not None:
@@ -502,6 +580,7 @@ def main(argv: list[str] | None = None) -> dict:
         range(max_steps), initial=progress.global_step, desc="steps", disable=not accelerator.is_local_main_process
     )
     trained = [model, discriminator] if discriminator is not None else [model]
+    disc_module = accelerator.unwrap_model(discriminator) if discriminator is not None else None
     last_layer = unwrapped.decoder.conv_out.weight
     last_eval = None
     skipped_images = 0
@@ -513,9 +592,14 @@ def main(argv: list[str] | None = None) -> dict:
         images = batch["pixel_values"].to(accelerator.device)
         skipped_images += batch["skipped"]
         gan_active = discriminator is not None and progress.global_step >= args.gan_start_step
+        # Each network accumulates the gradient of its own loss only. Inside ``accumulate`` the prepared
+        # optimizers' step and zero_grad act on the last micro-batch alone, so nothing may be cleared in between:
+        # the adversarial term reaches the tokenizer through a frozen discriminator (the bare module, outside
+        # DDP's gradient hooks) instead of leaving gradients in the discriminator that would need clearing.
         with accelerator.accumulate(*trained):
             out = model(images)
-            loss, terms = generator_loss(args, out, images, lpips, discriminator, gan_active, last_layer)
+            with frozen(disc_module, gan_active):
+                loss, terms = generator_loss(args, out, images, lpips, disc_module, gan_active, last_layer)
             accelerator.backward(loss)
             if accelerator.sync_gradients and args.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -524,8 +608,8 @@ def main(argv: list[str] | None = None) -> dict:
 
             disc_loss = torch.zeros((), device=images.device)
             if gan_active:
-                disc_optimizer.zero_grad(set_to_none=True)  # drop what the generator's loss left here
-                disc_loss = hinge_discriminator_loss(discriminator(images), discriminator(out.sample.detach()))
+                logits_real, logits_fake = discriminator(images), discriminator(out.sample.detach())
+                disc_loss = args.disc_loss_weight * hinge_discriminator_loss(logits_real, logits_fake)
                 accelerator.backward(disc_loss)
                 if accelerator.sync_gradients and args.max_grad_norm:
                     accelerator.clip_grad_norm_(discriminator.parameters(), args.max_grad_norm)

@@ -192,6 +192,7 @@ def trained_tokenizer_card(
         ),
         codebook_dim=c.codebook_dim,
         l2_normalize=c.l2_normalize,
+        codebook_init_l2=c.get("codebook_init_l2", False),
         projector=projector_description(c, codebook_frozen),
         init_note=f"Departure from the paper: {'; '.join(departures)}." if departures else "",
         recipe=recipe or {},

@@ -1,14 +1,17 @@
 """Training helpers used by the scripts in training/: options (YAML + flags), learning-rate schedules, the
-data position for exact resume, checkpoints, the hardware summary, and the outputs of a tokenizer run."""
+data position for exact resume, checkpoints, a fixed-decay EMA, the hardware summary, and the outputs of a
+tokenizer run."""
 
 from .checkpoints import list_checkpoints, resolve_checkpoint, save_checkpoint
 from .config import add_config_argument, add_hub_arguments, load_yaml_config, parse_args_with_config, tracker_config
+from .ema import FixedDecayEMA
 from .hardware import default_mixed_precision, hardware_summary, use_cpu
 from .progress import TrainingProgress, resumable_batches
 from .schedules import SCHEDULES, annealing_multiplier, get_scheduler
 
 __all__ = [
     "SCHEDULES",
+    "FixedDecayEMA",
     "TrainingProgress",
     "add_config_argument",
     "add_hub_arguments",
