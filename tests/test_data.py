@@ -2,7 +2,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fvq_hf.data import DemoCropDataset, HFImageDataset, ImageFolderDataset, build_dataset, collate_images, pil_to_tensor
+from fvq_hf.data import DemoCropDataset, HFImageDataset, ImageFolderDataset, build_dataset, collate_images
 
 
 def test_demo_crops_are_deterministic_per_epoch_and_index():
@@ -36,7 +36,9 @@ def test_hugging_face_image_dataset_from_a_local_folder(tmp_path, streaming):
     folder.mkdir(parents=True)
     for i in range(5):
         Image.new("RGB", (40, 32), (0, i * 40, 0)).save(folder / f"{i}.png")
-    ds = HFImageDataset(str(tmp_path / "dataset"), resolution=16, streaming=streaming, cache_dir=str(tmp_path / "cache"))
+    ds = HFImageDataset(
+        str(tmp_path / "dataset"), resolution=16, streaming=streaming, cache_dir=str(tmp_path / "cache")
+    )
     items = list(ds)
     assert len(items) == 5 and all(x.shape == (3, 16, 16) for x in items)
     assert len(list(ds.shard(1, 2))) == 2  # rows 1 and 3 of 5
