@@ -1,9 +1,12 @@
 """The benchmark scripts run end to end on tiny settings and write what they promise (no timings asserted)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,3 +64,54 @@ def test_lookup_benchmark_table_and_json(tmp_path):
     assert "| cpu | 2,048 | chunked |" in result.stdout and "indices differ" not in result.stdout
     data = json.loads((tmp_path / "lookup.json").read_text())
     assert {r["method"] for r in data["runs"]} == {"chunked", "full", "cdist"}
+
+
+SAMPLING_TINY = ["--preset", "tiny", "--vocab_size", "64", "--num_classes", "10", "--num_tokens", "16"]
+SAMPLING_TINY += ["--repeats", "1", "--bandwidth_mib", "8", "--device", "cpu"]
+
+
+def run_sampling_benchmark(tmp_path, *flags):
+    out = tmp_path / "sampling.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sampling.py"), *SAMPLING_TINY, *flags, "--output", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout, json.loads(out.read_text())
+
+
+def test_sampling_benchmark_table_json_and_greedy_cache_equals_recomputation(tmp_path):
+    stdout, data = run_sampling_benchmark(tmp_path, "--batch_sizes", "1", "3", "--top_k", "1", "--uncached_stride", "1")
+    assert "| device | batch | method | s / batch | tokens/s | images/s |" in stdout and "tokens differ" not in stdout
+    for key in ("commit", "versions", "machine", "settings", "load_average_before", "load_average_after", "results"):
+        assert key in data
+    assert data["versions"]["torch"] == data["machine"]["torch"] and data["settings"]["num_tokens"] == 16
+    (cpu,) = data["results"]
+    # the tiny preset: 4 blocks × (wqkv 128·384 + wo 128·128 + w1, w3, w2 3 · 128·352) + head 64·128, fp32
+    assert cpu["weight_bytes_per_token"] == 4 * (4 * (128 * 384 + 128 * 128 + 3 * 128 * 352) + 64 * 128)
+    assert cpu["bandwidth"]["read_bytes_per_s"] > 0 and cpu["bandwidth"]["copy_bytes_per_s"] > 0
+    runs = cpu["runs"]
+    assert {(r["method"], r["batch_size"]) for r in runs} == {(m, b) for m in ("cache", "recompute") for b in (1, 3)}
+    for run in runs:
+        assert run["num_tokens"] == 16 and len(run["seconds_all"]) >= 1 and run["seconds"] > 0
+        assert abs(run["tokens_per_s"] - run["batch_size"] * 16 / run["seconds"]) < 1e-6 * run["tokens_per_s"]
+        assert abs(run["fraction_of_bound"] * run["seconds"] - run["bandwidth_bound_s"]) < 1e-9
+    # greedy: the recomputation loop (the real one, stride 1) picks exactly the cache's tokens
+    assert all(r["same_tokens_as_cache"] and not r["estimated"] for r in runs if r["method"] == "recompute")
+
+
+def test_sampling_benchmark_strided_recomputation_estimate(tmp_path):
+    _, data = run_sampling_benchmark(tmp_path, "--batch_sizes", "2", "--uncached_stride", "4")
+    recompute = [r for r in data["results"][0]["runs"] if r["method"] == "recompute"]
+    assert len(recompute) == 1 and recompute[0]["estimated"] and recompute[0]["stride"] == 4
+
+
+@pytest.mark.skipif(
+    not os.environ.get("LLAMAGEN_REPO"), reason="set LLAMAGEN_REPO to a FoundationVision/LlamaGen checkout"
+)
+def test_sampling_benchmark_times_llamagen_on_the_same_weights(tmp_path):
+    flags = ["--batch_sizes", "2", "--top_k", "1", "--no-uncached", "--llamagen_repo", os.environ["LLAMAGEN_REPO"]]
+    _, data = run_sampling_benchmark(tmp_path, *flags)
+    llamagen = [r for r in data["results"][0]["runs"] if r["method"] == "llamagen"]
+    assert len(llamagen) == 1 and llamagen[0]["same_tokens_as_cache"]
