@@ -36,7 +36,9 @@ def sample_next_token(
     temperature-scaled distribution using ``generator`` only."""
     if top_k == 1:
         return logits.argmax(-1)
-    probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
+    if temperature != 1.0:  # x / 1 is x: skip the kernel
+        logits = logits / temperature
+    probs = filter_logits(logits, top_k, top_p).softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
