@@ -350,3 +350,25 @@ def test_fid_option_with_user_supplied_inception_weights(workspace, tmp_path):
         check=False,
     )
     assert missing.returncode != 0 and "--inception_weights" in missing.stderr
+
+
+def test_ema_weights_are_saved(workspace, tmp_path):
+    # decay 1: the average never leaves the initial weights, whose output head is zero (LlamaGen's init)
+    for name, extra in (("ema", ["--use_ema", "--ema_decay", "1.0"]), ("plain", [])):
+        run(
+            [
+                TRAIN,
+                "--codes_dir",
+                str(workspace / "codes"),
+                *TINY_GPT,
+                "--max_train_steps",
+                "2",
+                "--output_dir",
+                str(tmp_path / name),
+                *extra,
+            ]
+        )
+    ema = load_file(tmp_path / "ema" / "transformer" / "diffusion_pytorch_model.safetensors")
+    plain = load_file(tmp_path / "plain" / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert torch.count_nonzero(ema["output.weight"]) == 0 and torch.count_nonzero(plain["output.weight"]) > 0
+    assert "fixed decay 1.0" in (tmp_path / "ema" / "README.md").read_text()

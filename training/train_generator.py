@@ -52,6 +52,7 @@ from fvq_hf.training import (
     tracker_config,
     use_cpu,
 )
+from fvq_hf.training.ema import FixedDecayEMA
 from fvq_hf.training.generator_outputs import save_trained_generator
 
 GENERATOR_SCHEDULES = ("generator", "annealing", "cosine", "constant")
@@ -171,28 +172,6 @@ def build_scheduler(args, optimizer, max_steps: int) -> LambdaLR:
     return get_scheduler(args.lr_scheduler, optimizer, max_steps, args.lr_warmup_ratio)
 
 
-class FixedDecayEMA:
-    """An exponential moving average of the weights with a fixed decay from the first step (LlamaGen's)."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        for key, value in model.state_dict().items():
-            self.shadow[key].lerp_(value.float(), 1.0 - self.decay)
-
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "shadow": self.shadow}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.decay, self.shadow = state["decay"], state["shadow"]
-
-    def copy_to(self, model: torch.nn.Module) -> None:
-        model.load_state_dict({k: v.to(model.dtype) for k, v in self.shadow.items()})
-
-
 @torch.no_grad()
 def sample_grid(transformer, tokenizer, num_classes: int, per_class: int, args, seed: int):
     """One row per class (the first 10): a PIL grid of samples, and the tokens behind it."""
@@ -285,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
     max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
     scheduler = build_scheduler(args, optimizer, max_steps)  # stepped by hand, once per optimizer step
-    ema = FixedDecayEMA(unwrapped, args.ema_decay) if args.use_ema else None
+    ema = FixedDecayEMA(unwrapped.parameters(), args.ema_decay) if args.use_ema else None  # LlamaGen's: fixed decay
     progress = TrainingProgress()
     for stateful in (scheduler, ema, progress):
         if stateful is not None:
@@ -333,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         scheduler.step()
         if ema is not None:
-            ema.update(unwrapped)
+            ema.step(unwrapped.parameters())
         progress.global_step += 1
         progress_bar.update(1)
         step = progress.global_step
@@ -367,7 +346,8 @@ def main(argv: list[str] | None = None) -> dict:
         final = unwrapped
         if ema is not None:
             final = FVQTransformer.from_config(unwrapped.config)
-            ema.copy_to(final)
+            final.load_state_dict(unwrapped.state_dict())
+            ema.copy_to(final.parameters())
         final = final.eval().to(accelerator.device)
         pipeline = FVQPipeline(
             vqvae=tokenizer,
