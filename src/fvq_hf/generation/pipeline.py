@@ -47,7 +47,7 @@ class FVQPipeline(DiffusionPipeline):
         self,
         vqvae: FVQModel,
         transformer: FVQTransformer,
-        id2label: dict[int, str] | None = None,
+        id2label: dict | None = None,
         sampling_defaults: dict | None = None,
     ):
         super().__init__()
