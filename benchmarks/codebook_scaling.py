@@ -31,11 +31,19 @@ import os
 import time
 
 import torch
+from comparison import (
+    BRIDGE_FOR_SIZE,
+    PROJECTORS,
+    describe_init,
+    plot_curve,
+    print_table,
+    raw_codebook_init_std,
+    slots_text,
+)
+from provenance import save_runs
 
 from fvq_hf.quantization import CodebookUsage, VectorQuantizer, build_projector, nearest_code
 from fvq_hf.training import get_scheduler
-from comparison import BRIDGE_FOR_SIZE, PROJECTORS, describe_init, plot_curve, print_table, raw_codebook_init_std, slots_text
-from provenance import save_runs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,19 +52,42 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dim", type=int, default=256, help="code dimension d")
     p.add_argument("--projectors", nargs="+", default=PROJECTORS, choices=PROJECTORS)
     p.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
-    p.add_argument("--targets_per_code", type=float, default=4.0, help="fixed target vectors per code (targets = this × K)")
+    p.add_argument(
+        "--targets_per_code", type=float, default=4.0, help="fixed target vectors per code (targets = this × K)"
+    )
     p.add_argument("--batch_size", type=int, default=1024, help="targets per step")
     p.add_argument("--target_std", type=float, default=1.0, help="standard deviation of the centred Gaussian targets")
     p.add_argument("--learning_rate", type=float, default=1e-3)
-    p.add_argument("--codebook_init_std", type=float, default=0.02, help="raw codebook init behind a projector (the plain codebook keeps ±1/K); 0: the paper's ±1/K for all")
-    p.add_argument("--bridge_output_init_std", type=float, default=1e-3, help="VQBridge last-layer init std (0: the paper's zeros)")
-    p.add_argument("--no-annealing-too", dest="without_annealing", action="store_true", help="also run every projector without annealing")
+    p.add_argument(
+        "--codebook_init_std",
+        type=float,
+        default=0.02,
+        help="raw codebook init behind a projector (the plain codebook keeps ±1/K); 0: the paper's ±1/K for all",
+    )
+    p.add_argument(
+        "--bridge_output_init_std", type=float, default=1e-3, help="VQBridge last-layer init std (0: the paper's zeros)"
+    )
+    p.add_argument(
+        "--no-annealing-too",
+        dest="without_annealing",
+        action="store_true",
+        help="also run every projector without annealing",
+    )
     p.add_argument("--eval_every", type=int, default=10, help="measure usage over all targets every N steps")
-    p.add_argument("--curve_max_size", type=int, default=16384, help="larger codebooks get only the final measurement (each costs targets × K distances)")
+    p.add_argument(
+        "--curve_max_size",
+        type=int,
+        default=16384,
+        help="larger codebooks get only the final measurement (each costs targets × K distances)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--replot", metavar="JSON", help="only redraw the plot of an earlier results file (beside it, .png)")
-    p.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "codebook_scaling"), help="path without extension for .json and .png")
+    p.add_argument(
+        "--output",
+        default=os.path.join(os.path.dirname(__file__), "results", "codebook_scaling"),
+        help="path without extension for .json and .png",
+    )
     return p.parse_args(argv)
 
 
@@ -70,13 +101,17 @@ def measure(vq: VectorQuantizer, targets: torch.Tensor, chunk: int = 8192) -> di
         usage.update(indices)
         error += float(distances.sum())
     stats = usage.compute()
-    result = {"usage": stats.usage, "perplexity": stats.perplexity, "used_codes": stats.used_codes,
-              "quantization_error": error / targets.numel()}
+    result = {
+        "usage": stats.usage,
+        "perplexity": stats.perplexity,
+        "used_codes": stats.used_codes,
+        "quantization_error": error / targets.numel(),
+    }
     bridge = vq.projector if hasattr(vq.projector, "slot_of") else None
     if bridge is not None:
         used = torch.nonzero(usage.counts > 0).flatten()
         result["live_slots"] = int(bridge.slot_of(used).unique().numel())
-        result["slots"] = bridge.config.patch_size ** 2
+        result["slots"] = bridge.config.patch_size**2
     return result
 
 
@@ -87,11 +122,15 @@ def run_one(size: int, projector: str, annealing: bool, args, targets: torch.Ten
     vq = VectorQuantizer(
         size,
         args.dim,
-        projector=build_projector(projector, size, args.dim, bridge_preset=bridge, output_init_std=args.bridge_output_init_std),
+        projector=build_projector(
+            projector, size, args.dim, bridge_preset=bridge, output_init_std=args.bridge_output_init_std
+        ),
         codebook_init_std=init_std,
     ).to(args.device)
     optimizer = torch.optim.Adam(vq.parameters(), lr=args.learning_rate, betas=(0.9, 0.95))
-    scheduler = get_scheduler("annealing" if annealing else "constant", optimizer, args.steps, warmup_ratio=0.1 if annealing else 0.0)
+    scheduler = get_scheduler(
+        "annealing" if annealing else "constant", optimizer, args.steps, warmup_ratio=0.1 if annealing else 0.0
+    )
     generator = torch.Generator(device="cpu").manual_seed(args.seed + 1)
     with_curve = size <= args.curve_max_size
     curve = [{"step": 0, **measure(vq, targets)}] if with_curve else []
@@ -168,26 +207,34 @@ def main(argv=None) -> list[dict]:
     runs = []
     for size in args.sizes:
         count = round(args.targets_per_code * size)
-        targets = args.target_std * torch.randn(count, args.dim, generator=torch.Generator().manual_seed(args.seed)).to(args.device)
+        targets = args.target_std * torch.randn(count, args.dim, generator=torch.Generator().manual_seed(args.seed)).to(
+            args.device
+        )
         for annealing in [True, False] if args.without_annealing else [True]:
             for projector in args.projectors:
                 run = run_one(size, projector, annealing, args, targets)
                 runs.append(run)
                 slots = f", slots {slots_text(run)}" if run["live_slots"] is not None else ""
-                print(f"  K={size:>7,} {projector:<8} annealing={annealing!s:<5} usage {run['usage']:7.2%} "
-                      f"error {run['quantization_error']:.4f}{slots}, {run['seconds_per_step']:.3f} s/step", flush=True)
+                print(
+                    f"  K={size:>7,} {projector:<8} annealing={annealing!s:<5} usage {run['usage']:7.2%} "
+                    f"error {run['quantization_error']:.4f}{slots}, {run['seconds_per_step']:.3f} s/step",
+                    flush=True,
+                )
 
-    print_table(runs, [
-        ("K", lambda r: f"{r['codebook_size']:,}"),
-        ("projector", lambda r: r["projector"]),
-        ("annealing", lambda r: "yes" if r["annealing"] else "no"),
-        ("usage", lambda r: f"{r['usage']:.2%}"),
-        ("ceiling", lambda r: f"{r['uniform_assignment_usage']:.1%}"),
-        ("live slots", slots_text),
-        ("perplexity", lambda r: f"{r['perplexity']:,.0f}"),
-        ("quantisation error", lambda r: f"{r['quantization_error']:.4f}"),
-        ("s/step", lambda r: f"{r['seconds_per_step']:.3f}"),
-    ])
+    print_table(
+        runs,
+        [
+            ("K", lambda r: f"{r['codebook_size']:,}"),
+            ("projector", lambda r: r["projector"]),
+            ("annealing", lambda r: "yes" if r["annealing"] else "no"),
+            ("usage", lambda r: f"{r['usage']:.2%}"),
+            ("ceiling", lambda r: f"{r['uniform_assignment_usage']:.1%}"),
+            ("live slots", slots_text),
+            ("perplexity", lambda r: f"{r['perplexity']:,.0f}"),
+            ("quantisation error", lambda r: f"{r['quantization_error']:.4f}"),
+            ("s/step", lambda r: f"{r['seconds_per_step']:.3f}"),
+        ],
+    )
     save_runs(runs, args, plot)
     return runs
 

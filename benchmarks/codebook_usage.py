@@ -25,41 +25,76 @@ import time
 
 import torch
 import torch.nn.functional as F
+from comparison import (
+    BRIDGE_FOR_SIZE,
+    PROJECTORS,
+    describe_init,
+    plot_curve,
+    print_table,
+    raw_codebook_init_std,
+    slots_text,
+)
+from provenance import save_runs
 from torch.utils.data import DataLoader
 
 from fvq_hf import FVQModel
 from fvq_hf.data import DemoCropDataset, collate_images
 from fvq_hf.evaluation import evaluate_tokenizer
 from fvq_hf.training import get_scheduler
-from comparison import BRIDGE_FOR_SIZE, PROJECTORS, describe_init, plot_curve, print_table, raw_codebook_init_std, slots_text
-from provenance import save_runs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--projectors", nargs="+", default=PROJECTORS, choices=PROJECTORS)
-    p.add_argument("--no-without-annealing", dest="without_annealing", action="store_false",
-                   help="only run with learning annealing (default: each projector with and without)")
+    p.add_argument(
+        "--no-without-annealing",
+        dest="without_annealing",
+        action="store_false",
+        help="only run with learning annealing (default: each projector with and without)",
+    )
     p.add_argument("--codebook_size", type=int, default=16384, help="K (a perfect square)")
     p.add_argument("--codebook_dim", type=int, default=256, help="d")
-    p.add_argument("--steps", type=int, default=50, help="optimizer steps per run (CPU budget: 8 runs in about 13 minutes)")
+    p.add_argument(
+        "--steps", type=int, default=50, help="optimizer steps per run (CPU budget: 8 runs in about 13 minutes)"
+    )
     p.add_argument("--resolution", type=int, default=32, help="crop size in pixels (a multiple of 4)")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--learning_rate", type=float, default=1e-3)
-    p.add_argument("--eval_samples", type=int, default=1024, help="held-out crops; their tokens should outnumber K several times")
-    p.add_argument("--eval_every", type=int, default=25, help="measure held-out usage every N steps (and at steps 0 and the last)")
-    p.add_argument("--codebook_init_std", type=float, default=0.02, help="raw codebook init behind a projector (the plain codebook keeps ±1/K); 0: the paper's ±1/K for all")
-    p.add_argument("--bridge_output_init_std", type=float, default=1e-3, help="VQBridge last-layer init std (0: the paper's zeros)")
+    p.add_argument(
+        "--eval_samples", type=int, default=1024, help="held-out crops; their tokens should outnumber K several times"
+    )
+    p.add_argument(
+        "--eval_every", type=int, default=25, help="measure held-out usage every N steps (and at steps 0 and the last)"
+    )
+    p.add_argument(
+        "--codebook_init_std",
+        type=float,
+        default=0.02,
+        help="raw codebook init behind a projector (the plain codebook keeps ±1/K); 0: the paper's ±1/K for all",
+    )
+    p.add_argument(
+        "--bridge_output_init_std", type=float, default=1e-3, help="VQBridge last-layer init std (0: the paper's zeros)"
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "codebook_usage"), help="path without extension for .json and .png")
+    p.add_argument(
+        "--output",
+        default=os.path.join(os.path.dirname(__file__), "results", "codebook_usage"),
+        help="path without extension for .json and .png",
+    )
     return p.parse_args(argv)
 
 
 def evaluate(model: FVQModel, heldout: DataLoader) -> dict:
     result, _ = evaluate_tokenizer(model, heldout)
-    return {"usage": result.usage, "perplexity": result.perplexity, "used_codes": result.used_codes, "psnr": result.psnr,
-            "live_slots": result.extra.get("live_slots"), "slots": result.extra.get("slots")}
+    return {
+        "usage": result.usage,
+        "perplexity": result.perplexity,
+        "used_codes": result.used_codes,
+        "psnr": result.psnr,
+        "live_slots": result.extra.get("live_slots"),
+        "slots": result.extra.get("slots"),
+    }
 
 
 def run_one(projector: str, annealing: bool, args, heldout: DataLoader) -> dict:
@@ -76,7 +111,9 @@ def run_one(projector: str, annealing: bool, args, heldout: DataLoader) -> dict:
         codebook_init_std=init_std,
     ).to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.95))
-    scheduler = get_scheduler("annealing" if annealing else "constant", optimizer, args.steps, warmup_ratio=0.1 if annealing else 0.0)
+    scheduler = get_scheduler(
+        "annealing" if annealing else "constant", optimizer, args.steps, warmup_ratio=0.1 if annealing else 0.0
+    )
     # the same crops in the same order for every run
     train = DemoCropDataset("train", args.resolution, num_samples=args.steps * args.batch_size, seed=args.seed)
     loader = DataLoader(train, batch_size=args.batch_size, shuffle=False, collate_fn=collate_images)
@@ -128,7 +165,9 @@ def plot(runs: list[dict], path: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for run in runs:
         plot_curve(ax, run)
-    ax.set_title(f"held-out codebook usage, tiny tokenizer, K = {runs[0]['codebook_size']:,}, d = {runs[0]['codebook_dim']}")
+    ax.set_title(
+        f"held-out codebook usage, tiny tokenizer, K = {runs[0]['codebook_size']:,}, d = {runs[0]['codebook_dim']}"
+    )
     ax.set_xlabel("step")
     ax.set_ylabel("codes used on held-out crops (%)")
     ax.set_ylim(0, 100)
@@ -148,19 +187,25 @@ def main(argv=None) -> list[dict]:
             run = run_one(projector, annealing, args, heldout)
             runs.append(run)
             slots = f", slots {slots_text(run)}" if run["live_slots"] is not None else ""
-            print(f"  {projector:<8} annealing={annealing!s:<5} held-out usage {run['usage']:7.2%} PSNR {run['psnr']:.2f} dB"
-                  f"{slots}, {run['seconds_per_step']:.3f} s/step", flush=True)
+            print(
+                f"  {projector:<8} annealing={annealing!s:<5} held-out usage {run['usage']:7.2%} PSNR {run['psnr']:.2f} dB"
+                f"{slots}, {run['seconds_per_step']:.3f} s/step",
+                flush=True,
+            )
 
-    print_table(runs, [
-        ("projector", lambda r: r["projector"]),
-        ("annealing", lambda r: "yes" if r["annealing"] else "no"),
-        ("held-out usage", lambda r: f"{r['usage']:.2%}"),
-        ("used codes", lambda r: f"{r['used_codes']:,}"),
-        ("live slots", slots_text),
-        ("perplexity", lambda r: f"{r['perplexity']:,.0f}"),
-        ("PSNR (dB)", lambda r: f"{r['psnr']:.2f}"),
-        ("s/step", lambda r: f"{r['seconds_per_step']:.3f}"),
-    ])
+    print_table(
+        runs,
+        [
+            ("projector", lambda r: r["projector"]),
+            ("annealing", lambda r: "yes" if r["annealing"] else "no"),
+            ("held-out usage", lambda r: f"{r['usage']:.2%}"),
+            ("used codes", lambda r: f"{r['used_codes']:,}"),
+            ("live slots", slots_text),
+            ("perplexity", lambda r: f"{r['perplexity']:,.0f}"),
+            ("PSNR (dB)", lambda r: f"{r['psnr']:.2f}"),
+            ("s/step", lambda r: f"{r['seconds_per_step']:.3f}"),
+        ],
+    )
     save_runs(runs, args, plot)
     return runs
 

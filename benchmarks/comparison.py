@@ -4,7 +4,7 @@ for each codebook size, the initialisation recipe, how a run's usage curve is dr
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 PROJECTORS = ["none", "linear", "mlp", "vqbridge"]
 # the paper's bridge for each size: about 1,024 bridge tokens as K grows
@@ -25,8 +25,15 @@ def describe_init(std: float | None) -> str:
 def plot_curve(ax, run: dict) -> None:
     """One run's usage against step: colour by projector, dashed without annealing."""
     label = f"{run['projector']}{'' if run['annealing'] else ' (no annealing)'}"
-    ax.plot([c["step"] for c in run["curve"]], [100 * c["usage"] for c in run["curve"]], label=label, marker="o", markersize=3,
-            color=COLOURS[run["projector"]], linestyle="-" if run["annealing"] else "--")
+    ax.plot(
+        [c["step"] for c in run["curve"]],
+        [100 * c["usage"] for c in run["curve"]],
+        label=label,
+        marker="o",
+        markersize=3,
+        color=COLOURS[run["projector"]],
+        linestyle="-" if run["annealing"] else "--",
+    )
 
 
 def slots_text(run: dict) -> str:

@@ -44,11 +44,11 @@ def worker(method: str, k: int, d: int, n: int, device: str, repeats: int) -> di
     z = torch.randn(n, d, generator=gen).to(device)
     codebook = torch.randn(k, d, generator=gen).to(device)
     if method == "chunked":
-        run = lambda: nearest_code(z, codebook)  # noqa: E731
+        run = lambda: nearest_code(z, codebook)
     elif method == "full":
-        run = lambda: nearest_code(z, codebook, chunk_size=None)  # noqa: E731
+        run = lambda: nearest_code(z, codebook, chunk_size=None)
     else:
-        run = lambda: torch.cdist(z, codebook).argmin(1)  # noqa: E731
+        run = lambda: torch.cdist(z, codebook).argmin(1)
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     if device.startswith("cuda"):
@@ -93,7 +93,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (the median is reported)")
     parser.add_argument("--device", default=None, help="cpu or cuda; default: cpu, and cuda too when present")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "lookup.json"))
-    parser.add_argument("--worker", nargs=6, metavar=("METHOD", "K", "D", "N", "DEVICE", "REPEATS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", nargs=6, metavar=("METHOD", "K", "D", "N", "DEVICE", "REPEATS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
 
     if args.worker:
@@ -108,20 +110,41 @@ def main() -> None:
     for device in devices:
         for k in args.sizes:
             for method in args.methods:
-                cmd = [sys.executable, __file__, "--worker", method, str(k), str(args.dim), str(args.tokens), device, str(args.repeats)]
-                out = subprocess.run(cmd, capture_output=True, text=True)
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    method,
+                    str(k),
+                    str(args.dim),
+                    str(args.tokens),
+                    device,
+                    str(args.repeats),
+                ]
+                out = subprocess.run(cmd, check=False, capture_output=True, text=True)
                 if out.returncode != 0:
                     print(out.stderr, file=sys.stderr)
                     raise SystemExit(f"measurement {method} K={k} on {device} failed")
                 run = json.loads(out.stdout.strip().splitlines()[-1])
                 runs.append(run)
-                print(f"  {device} K={k:>7,} {method:<8} {run['seconds']:8.3f} s  +{run['peak_extra_bytes'] / 2**20:9.1f} MiB", flush=True)
+                print(
+                    f"  {device} K={k:>7,} {method:<8} {run['seconds']:8.3f} s  +{run['peak_extra_bytes'] / 2**20:9.1f} MiB",
+                    flush=True,
+                )
 
     print()
     print("| device | K | method | time (s) | peak extra memory (MiB) | time vs full | memory: full / this |")
     print("|---|---|---|---|---|---|---|")
     for run in runs:
-        full = next(r for r in runs if r["method"] == "full" and r["codebook_size"] == run["codebook_size"] and r["device"] == run["device"]) if "full" in args.methods else run
+        full = (
+            next(
+                r
+                for r in runs
+                if r["method"] == "full" and r["codebook_size"] == run["codebook_size"] and r["device"] == run["device"]
+            )
+            if "full" in args.methods
+            else run
+        )
         same = "" if run["indices_checksum"] == full["indices_checksum"] else " (indices differ!)"
         print(
             f"| {run['device']} | {run['codebook_size']:,} | {run['method']}{same} | {run['seconds']:.3f} | "

@@ -9,7 +9,7 @@ import json
 import os
 import platform
 import subprocess
-from typing import Callable
+from collections.abc import Callable
 
 
 def machine(device: str) -> dict:
@@ -37,7 +37,13 @@ def machine(device: str) -> dict:
 def git_commit() -> str | None:
     """The commit of the checkout these scripts live in, or None outside git."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        )
     except OSError:
         return None
     return out.stdout.strip() or None

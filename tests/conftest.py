@@ -5,14 +5,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import huggingface_hub  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from hub_mock import FakeHub  # noqa: E402
+import huggingface_hub
+import pytest
+import torch
+from hub_mock import FakeHub
 
-from fvq_hf import FVQModel  # noqa: E402
+from fvq_hf import FVQModel
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+if "OMP_NUM_THREADS" not in os.environ:  # a caller who set the thread count (a shared machine) keeps it
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 def small_model(**overrides) -> FVQModel:

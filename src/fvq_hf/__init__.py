@@ -26,7 +26,7 @@ __all__ = [
     "UsageStats",
     "VQBridge",
     "VectorQuantizer",
+    "__version__",
     "generate",
     "nearest_code",
-    "__version__",
 ]
