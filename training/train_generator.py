@@ -53,7 +53,7 @@ from fvq_hf.training import (
     use_cpu,
 )
 from fvq_hf.training.ema import FixedDecayEMA
-from fvq_hf.training.generator_outputs import save_trained_generator
+from fvq_hf.training.outputs import save_trained_generator
 
 GENERATOR_SCHEDULES = ("generator", "annealing", "cosine", "constant")
 

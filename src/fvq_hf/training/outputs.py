@@ -1,10 +1,19 @@
-"""What a tokenizer training run leaves behind: the folded tokenizer, its unfolded twin for fine-tuning, a card."""
+"""What a training run leaves behind: a tokenizer run the folded tokenizer, its unfolded twin for fine-tuning and a
+card; a generator run an FVQPipeline folder, a sample grid and a card."""
 
 from __future__ import annotations
 
 import os
 
-from ..hub import default_repo_id, evaluation_metrics, save_card_and_push, trained_tokenizer_card
+from ..hub import (
+    default_repo_id,
+    eval_results,
+    evaluation_metrics,
+    model_card_data,
+    render_model_card,
+    save_card_and_push,
+    trained_tokenizer_card,
+)
 
 
 def save_trained_tokenizer(
@@ -53,6 +62,91 @@ def save_trained_tokenizer(
         commit_message="Upload FVQ tokenizer",
     )
     summary = {"output_dir": output_dir, "metrics": evaluation_metrics(evaluation)}
+    if url is not None:
+        summary["hub_url"] = url
+    return summary
+
+
+SAMPLE_GRID_FILE = "samples.png"
+
+
+def _format_time(seconds: float | None) -> str:
+    return "unknown" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def save_trained_generator(
+    pipeline,
+    output_dir: str,
+    sample_grid=None,
+    codes_meta: dict | None = None,
+    recipe: dict | None = None,
+    hardware: str = "",
+    wall_time: float | None = None,
+    final_loss: float | None = None,
+    metrics: dict[str, float] | None = None,
+    push_to_hub: bool = False,
+    hub_model_id: str | None = None,
+    hub_token: str | None = None,
+    hub_private: bool = False,
+) -> dict:
+    """Save ``pipeline`` (an ``FVQPipeline``) to ``output_dir`` with ``samples.png`` and a card, and push it.
+
+    ``metrics`` (e.g. ``{"fid": 12.3, "class_accuracy": 0.86}``) go into the card's table and ``model-index``.
+    Returns ``{"output_dir", "sample_grid", "metrics"[, "hub_url"]}``.
+    """
+    pipeline.save_pretrained(output_dir)
+    grid_path = os.path.join(output_dir, SAMPLE_GRID_FILE)
+    if sample_grid is not None:
+        sample_grid.save(grid_path)
+    meta = codes_meta or {}
+    metrics = dict(metrics or {})
+    repo_id = default_repo_id(output_dir, hub_model_id)
+    id2label = pipeline.config.id2label
+    first = id2label.get(0, "0").split(",")[0].strip() if id2label else "0"
+    card_data = model_card_data(
+        model_name=repo_id,
+        eval_results=eval_results(
+            metrics,
+            meta.get("source", "custom"),
+            task_type="unconditional-image-generation",
+            task_name="class-conditional image generation",
+            metric_names={},
+        ),
+        pipeline_tag="unconditional-image-generation",
+    )
+    card = render_model_card(
+        "trained_generator.md",
+        card_data,
+        title=os.path.basename(os.path.abspath(output_dir)),
+        repo_id=repo_id,
+        sample_grid=SAMPLE_GRID_FILE,
+        grid_classes=", ".join(id2label.get(i, str(i)).split(",")[0] for i in range(min(10, len(id2label)))),
+        final_loss="–" if final_loss is None else f"{final_loss:.4f}",
+        metrics={k: f"{v:.4g}" for k, v in metrics.items()},
+        num_images=meta.get("num_images", "?"),
+        source=meta.get("source", "unknown data"),
+        num_classes=meta.get("num_classes", len(id2label)),
+        resolution=meta.get("resolution", "?"),
+        grid=" × ".join(map(str, meta.get("grid", ["?", "?"]))),
+        views=meta.get("views", "?"),
+        tokenizer=meta.get("tokenizer", "?"),
+        codebook_size=pipeline.vqvae.config.codebook_size,
+        sampling={**pipeline.config.sampling_defaults},
+        recipe=recipe or {},
+        hardware=hardware or "unknown",
+        wall_time=_format_time(wall_time),
+        example_label=repr(first),
+    )
+    url = save_card_and_push(
+        card,
+        output_dir,
+        push_to_hub=push_to_hub,
+        repo_id=repo_id,
+        token=hub_token,
+        private=hub_private or None,
+        commit_message="Upload FVQ generator",
+    )
+    summary = {"output_dir": output_dir, "sample_grid": grid_path, "metrics": metrics}
     if url is not None:
         summary["hub_url"] = url
     return summary
