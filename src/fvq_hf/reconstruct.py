@@ -1,7 +1,7 @@
 """Tokenize and reconstruct the embedded demo photographs; print codebook usage and PSNR.
 
-    fvq-reconstruct                                   # a freshly built "tiny" model
-    fvq-reconstruct --pretrained_model_name_or_path org/fvq-16k --resolution 256
+fvq-reconstruct                                   # a freshly built "tiny" model
+fvq-reconstruct --pretrained_model_name_or_path org/fvq-16k --resolution 256
 """
 
 from __future__ import annotations
@@ -19,10 +19,21 @@ from .quantization import CodebookUsage
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pretrained_model_name_or_path", default=None, help="Hub id or local folder of an FVQModel; without it a fresh model is built from --preset")
+    parser.add_argument(
+        "--pretrained_model_name_or_path",
+        default=None,
+        help="Hub id or local folder of an FVQModel; without it a fresh model is built from --preset",
+    )
     parser.add_argument("--subfolder", default=None, help="subfolder of the model repository")
-    parser.add_argument("--preset", default="tiny", choices=sorted(MODEL_PRESETS), help="preset of the freshly built model")
-    parser.add_argument("--resolution", type=int, default=64, help="side of the centre-cropped photos, a multiple of the downsampling factor")
+    parser.add_argument(
+        "--preset", default="tiny", choices=sorted(MODEL_PRESETS), help="preset of the freshly built model"
+    )
+    parser.add_argument(
+        "--resolution",
+        type=int,
+        default=64,
+        help="side of the centre-cropped photos, a multiple of the downsampling factor",
+    )
     parser.add_argument("--split", default="all", choices=["train", "heldout", "all"], help="which demo photographs")
     parser.add_argument("--output_dir", default="outputs/reconstruct", help="where the comparison grid is written")
     parser.add_argument("--seed", type=int, default=0)
