@@ -46,10 +46,10 @@ from fvq_hf.training import (
     get_scheduler,
     hardware_summary,
     parse_args_with_config,
-    resolve_checkpoint,
+    register_and_resume,
     resumable_batches,
     save_checkpoint,
-    tracker_config,
+    start_trackers,
     use_cpu,
 )
 from fvq_hf.training.ema import FixedDecayEMA
@@ -266,20 +266,9 @@ def main(argv: list[str] | None = None) -> dict:
     scheduler = build_scheduler(args, optimizer, max_steps)  # stepped by hand, once per optimizer step
     ema = FixedDecayEMA(unwrapped.parameters(), args.ema_decay) if args.use_ema else None  # LlamaGen's: fixed decay
     progress = TrainingProgress()
-    for stateful in (scheduler, ema, progress):
-        if stateful is not None:
-            accelerator.register_for_checkpointing(stateful)
-    resume = resolve_checkpoint(checkpoints_dir, args.resume_from_checkpoint)
-    if args.resume_from_checkpoint and resume is None:
-        log(f"no checkpoint in {checkpoints_dir} yet: starting from scratch")
-    if resume is not None:
-        accelerator.load_state(resume[1])
-        log(f"resumed from {resume[1]} at step {progress.global_step}")
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-        accelerator.init_trackers("fvq_generator", config=tracker_config(args))
-    elif report_to:
-        accelerator.init_trackers("fvq_generator")
+    if register_and_resume(accelerator, (scheduler, ema, progress), checkpoints_dir, args.resume_from_checkpoint, log):
+        log(f"continuing at step {progress.global_step}")
+    start_trackers(accelerator, "fvq_generator", args, args.output_dir)
     parameters = sum(p.numel() for p in unwrapped.parameters())
     log(
         f"training a {parameters / 1e6:.1f} M-parameter transformer on {len(dataset)} sequences of "

@@ -69,10 +69,10 @@ from fvq_hf.training import (
     get_scheduler,
     hardware_summary,
     parse_args_with_config,
-    resolve_checkpoint,
+    register_and_resume,
     resumable_batches,
     save_checkpoint,
-    tracker_config,
+    start_trackers,
     use_cpu,
 )
 from fvq_hf.training.outputs import save_trained_tokenizer
@@ -554,22 +554,15 @@ def main(argv: list[str] | None = None) -> dict:
     usage = CodebookUsage(unwrapped.config.codebook_size, device=accelerator.device)  # since the last log
     ema = build_ema(args, unwrapped, accelerator.device)
     progress = TrainingProgress()
-    for stateful in (scheduler, disc_scheduler, usage, ema, progress):
-        if stateful is not None:
-            accelerator.register_for_checkpointing(stateful)
-
-    # ---- resume
-    resume = resolve_checkpoint(checkpoints_dir, args.resume_from_checkpoint)
-    if args.resume_from_checkpoint and resume is None:
-        log(f"no checkpoint in {checkpoints_dir} yet: starting from scratch")
-    if resume is not None:
-        accelerator.load_state(resume[1])
-        log(f"resumed from {resume[1]} at step {progress.global_step}")
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-        accelerator.init_trackers("fvq_tokenizer", config=tracker_config(args))
-    elif report_to:
-        accelerator.init_trackers("fvq_tokenizer")
+    if register_and_resume(
+        accelerator,
+        (scheduler, disc_scheduler, usage, ema, progress),
+        checkpoints_dir,
+        args.resume_from_checkpoint,
+        log,
+    ):
+        log(f"continuing at step {progress.global_step}")
+    start_trackers(accelerator, "fvq_tokenizer", args, args.output_dir)
 
     eval_images = "?" if isinstance(eval_dataset, IterableDataset) else len(eval_dataset)
     log(

@@ -2,8 +2,15 @@
 data position for exact resume, checkpoints, a fixed-decay EMA, the hardware summary, and the outputs of a
 tokenizer run."""
 
-from .checkpoints import list_checkpoints, resolve_checkpoint, save_checkpoint
-from .config import add_config_argument, add_hub_arguments, load_yaml_config, parse_args_with_config, tracker_config
+from .checkpoints import list_checkpoints, register_and_resume, resolve_checkpoint, save_checkpoint
+from .config import (
+    add_config_argument,
+    add_hub_arguments,
+    load_yaml_config,
+    parse_args_with_config,
+    start_trackers,
+    tracker_config,
+)
 from .ema import FixedDecayEMA
 from .hardware import default_mixed_precision, hardware_summary, use_cpu
 from .progress import TrainingProgress, resumable_batches
@@ -22,9 +29,11 @@ __all__ = [
     "list_checkpoints",
     "load_yaml_config",
     "parse_args_with_config",
+    "register_and_resume",
     "resolve_checkpoint",
     "resumable_batches",
     "save_checkpoint",
+    "start_trackers",
     "tracker_config",
     "use_cpu",
 ]

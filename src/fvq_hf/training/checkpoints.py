@@ -62,3 +62,20 @@ def save_checkpoint(accelerator, checkpoints_dir: str, step: int, total_limit: i
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def register_and_resume(accelerator, stateful, checkpoints_dir: str, which: str | None, log=print) -> str | None:
+    """Register the training state that ``save_state`` must carry (``None`` entries are skipped), then load the
+    checkpoint ``which`` names (``"latest"`` or a folder name) if there is one; returns its path."""
+    for item in stateful:
+        if item is not None:
+            accelerator.register_for_checkpointing(item)
+    resume = resolve_checkpoint(checkpoints_dir, which)
+    if which and resume is None:
+        log(f"no checkpoint in {checkpoints_dir} yet: starting from scratch")
+        return None
+    if resume is not None:
+        accelerator.load_state(resume[1])
+        log(f"resumed from {resume[1]}")
+        return resume[1]
+    return None

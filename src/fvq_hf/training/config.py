@@ -62,3 +62,12 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str] | No
 def tracker_config(args: argparse.Namespace) -> dict:
     """The options trackers (TensorBoard hparams, W&B config) can record: scalars and strings only."""
     return {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool))}
+
+
+def start_trackers(accelerator, project: str, args: argparse.Namespace, output_dir: str) -> None:
+    """Create ``output_dir`` and start the trackers (TensorBoard, …) with the run's options as hyperparameters."""
+    if accelerator.is_main_process:
+        os.makedirs(output_dir, exist_ok=True)
+        accelerator.init_trackers(project, config=tracker_config(args))
+    elif accelerator.log_with:
+        accelerator.init_trackers(project)
