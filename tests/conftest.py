@@ -1,4 +1,8 @@
 import os
+import signal
+import subprocess
+import sys
+import time
 
 # No network here: without these a Hub id costs ~20 s of retries before failing.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,3 +43,18 @@ def hub(monkeypatch, tmp_path):
     huggingface_hub.set_client_factory(fake.client)
     yield fake
     huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)
+
+
+def kill_at_checkpoint(script_args: list[str], checkpoint_dir, timeout: float = 300) -> None:
+    """Run ``python <script_args>`` and SIGKILL it (no clean-up, as when a job is pre-empted) as soon as
+    ``checkpoint_dir`` exists."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, *script_args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    deadline = time.time() + timeout
+    while not checkpoint_dir.is_dir():
+        assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()

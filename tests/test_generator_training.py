@@ -4,16 +4,14 @@ resume → sample."""
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import small_model
+from conftest import kill_at_checkpoint, small_model
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -64,6 +62,12 @@ def run(args, check=True):
     return result
 
 
+def extract_args(root, *extra):
+    """extract_codes.py on the workspace's digits with its tokenizer, 16 px, shards of 16 images."""
+    return [EXTRACT, "--pretrained_model_name_or_path", str(root / "tokenizer"), "--train_data_dir", str(root / "digits"),
+            "--output_dir", str(root / "codes"), "--resolution", "16", "--shard_size", "16", *extra]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def mnist():
     return load_mnist_digits()
@@ -77,23 +81,7 @@ def workspace(tmp_path_factory, mnist):
     picked = np.concatenate([np.flatnonzero(labels == c)[:4] for c in range(10)]).tolist()
     export_image_folder(mnist, root / "digits", picked)
     small_model(codebook_size=64).save_pretrained(root / "tokenizer")
-    run(
-        [
-            EXTRACT,
-            "--pretrained_model_name_or_path",
-            str(root / "tokenizer"),
-            "--train_data_dir",
-            str(root / "digits"),
-            "--output_dir",
-            str(root / "codes"),
-            "--resolution",
-            "16",
-            "--shard_size",
-            "16",
-            "--batch_size",
-            "8",
-        ]
-    )
+    run(extract_args(root, "--batch_size", "8"))
     return root
 
 
@@ -148,41 +136,12 @@ def test_extracted_codes_are_the_tokenizers_and_resume(workspace):
     os.remove(workspace / "codes" / shard_name(1))
     with pytest.raises(FileNotFoundError, match="incomplete"):
         CodesDataset(workspace / "codes")
-    result = run(
-        [
-            EXTRACT,
-            "--pretrained_model_name_or_path",
-            str(workspace / "tokenizer"),
-            "--train_data_dir",
-            str(workspace / "digits"),
-            "--output_dir",
-            str(workspace / "codes"),
-            "--resolution",
-            "16",
-            "--shard_size",
-            "16",
-            "--batch_size",
-            "8",
-        ]
-    )
+    result = run(extract_args(workspace, "--batch_size", "8"))
     assert "2 already done" in result.stdout
     assert os.path.getmtime(workspace / "codes" / shard_name(0)) == stamp
     assert torch.equal(CodesDataset(workspace / "codes").codes, dataset.codes)
     other = run(
-        [
-            EXTRACT,
-            "--pretrained_model_name_or_path",
-            str(workspace / "tokenizer"),
-            "--train_data_dir",
-            str(workspace / "digits"),
-            "--output_dir",
-            str(workspace / "codes"),
-            "--resolution",
-            "16",
-            "--shard_size",
-            "16",
-            "--no_flip",
-        ],
+        extract_args(workspace, "--no_flip"),
         check=False,
     )
     assert other.returncode != 0 and "another extraction" in other.stderr
@@ -220,18 +179,8 @@ def test_train_kill_resume_sample(workspace, tmp_path):
     ]
     run([*args, "--output_dir", str(tmp_path / "straight")])
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, *args, "--output_dir", str(killed)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=ENV,
-    )
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "checkpoint-4").is_dir():
-        assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_at_checkpoint([*args, "--output_dir", str(killed)], killed / "checkpoints" / "checkpoint-4")
+    assert not (killed / "train_results.json").exists()
     resumed = run([*args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"])
     assert "resumed from" in resumed.stdout
     first, second = metrics(tmp_path / "straight"), metrics(killed)

@@ -2,14 +2,13 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import kill_at_checkpoint
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -129,19 +128,7 @@ def test_killed_run_resumes_exactly(tmp_path, extra):
     run([TRAIN, *args, "--output_dir", str(tmp_path / "straight")])
 
     killed = tmp_path / "killed"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, TRAIN, *args, "--output_dir", str(killed)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "checkpoint-4").is_dir():
-        assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)  # no clean-up, as when a job is pre-empted
-    process.wait()
+    kill_at_checkpoint([TRAIN, *args, "--output_dir", str(killed)], killed / "checkpoints" / "checkpoint-4")
     assert not (killed / "train_results.json").exists()
 
     resumed = run([TRAIN, *args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"])
