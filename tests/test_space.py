@@ -276,6 +276,8 @@ def test_config_file_env_and_missing_models(tmp_path, monkeypatch):
     assert "Make it with `python training/train_tokenizer.py --config training/configs/demo-cpu.yaml`" in (
         missing.missing_message()
     )
+    (tmp_path / "does-not-exist").mkdir()  # a training run that has not written its model yet
+    assert not missing.available and "holds no finished model yet (no config.json" in missing.missing_message()
     registry = ModelRegistry(config, device="cpu")
     assert registry.tokenizer("tiny tokenizer") is registry.tokenizer("tiny tokenizer")  # loaded once
     with pytest.raises(ModelUnavailable, match="train_tokenizer.py"):
@@ -290,6 +292,11 @@ def test_config_file_env_and_missing_models(tmp_path, monkeypatch):
         ("org/fvq-16k", None, "org/fvq-16k"),
     ]
     assert config.generators == []
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    offline = config.tokenizers[1]
+    assert not offline.available and "the Hub is offline with `org/fvq-16k` not in the cache" in (
+        offline.missing_message()
+    )
     monkeypatch.setenv("FVQ_SPACE_CONFIG", str(write_config(tmp_path, models, missing=False)))
     assert [s.name for s in load_space_config().tokenizers] == ["tiny tokenizer"]
 

@@ -7,8 +7,8 @@ are photographed; the time from click to result is written to a latency JSON (re
 
 Runs on tiny models built here ("test-models"; screenshots and latency under spaces/screenshots/test-models/, or
 $FVQ_SPACE_ARTIFACTS) and, when the README's demo commands have been run, on the demo models of spaces/models.yaml
-("demo-models"; spaces/screenshots/{reconstruct,generate}.png and spaces/latency.json, the files the README shows).
-"""
+("demo-models"; spaces/screenshots/{reconstruct,generate}.png and spaces/latency.json, the files the README shows;
+$FVQ_SPACE_DEMO_CONFIG names another config listing them)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from test_space import (
 
 from fvq_hf import FVQModel, FVQPipeline
 from fvq_hf.data import center_crop_resize, pil_to_tensor, tensor_to_pil
+from fvq_hf.space.generation import label_choices, resolve_label
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("gradio")
@@ -87,7 +88,7 @@ PIXELS = """async (img) => {
 def demo_model_sources() -> tuple[Path, str | None, str | None]:
     from fvq_hf.space import load_space_config
 
-    config_path = SPACE / "models.yaml"
+    config_path = Path(os.environ.get("FVQ_SPACE_DEMO_CONFIG", SPACE / "models.yaml"))  # demo models elsewhere
     config = load_space_config(config_path, environ={})
     tokenizers = [s for s in config.tokenizers if s.exists_locally]
     generators = [s for s in config.generators if s.exists_locally]
@@ -109,11 +110,12 @@ def space(request, tmp_path_factory):
                 "the demo models are not there: python training/train_tokenizer.py --config "
                 "training/configs/demo-cpu.yaml and python training/generation_demo.py make them"
             )
-        tokenizer_dir, generator_dir, label = tokenizer.path, generator.path, "seven, 7"
+        tokenizer_dir, generator_dir, label = tokenizer.path, generator.path, None  # class 7's name, below
         artifacts, latency_path = SPACE / "screenshots", SPACE / "latency.json"
     demo, url = start_server(config, device="cpu", max_file_size=MAX_FILE_SIZE)
     pipe = FVQPipeline.from_pretrained(generator_dir)
     pipe.set_progress_bar_config(disable=True)
+    label = label or label_choices(pipe)[7]  # the MNIST generator's "seven" (the dropdown shows id2label's names)
     state = SimpleNamespace(
         kind=request.param,
         url=url,
@@ -314,7 +316,7 @@ def test_generate_with_a_seed_is_the_pipelines_output(space, page):
     times = [click_and_wait(page, "#gen-button", "#gen-status") for _ in range(LATENCY_RUNS)]
     assert not toasts(page)
     assert page.locator("#gen-status").inner_text().startswith("Done: 1 image(s)")
-    class_id = space.pipe.labels.get(space.label.split(",")[0].strip())
+    class_id = resolve_label(space.pipe, space.label)
     expected = space.pipe([class_id], guidance_scale=guidance, generator=torch.Generator().manual_seed(5)).images
     assert np.array_equal(pixels(page, "#gen-gallery img"), np.asarray(expected[0]))
     statuses = page.evaluate("window.__statuses")

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 KINDS = ("tokenizers", "generators")
+MARKERS = {"tokenizers": "config.json", "generators": "model_index.json"}  # what a finished folder holds
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -43,24 +44,48 @@ class ModelSpec:
     hub_id: str | None = None
     subfolder: str | None = None
     command: str | None = None  # the command that writes ``path``
+    marker: str = "config.json"  # the file a finished model folder has (a pipeline's: model_index.json)
 
     @property
     def exists_locally(self) -> bool:
-        return self.path is not None and os.path.isdir(self.path)
+        """The folder holds a finished model (a training run still writing it has no config file yet)."""
+        return self.path is not None and os.path.isfile(os.path.join(self.path, self.subfolder or "", self.marker))
+
+    @property
+    def hub_reachable(self) -> bool:
+        """A Hub id is usable unless the Hub is offline (``HF_HUB_OFFLINE``) and the repo is not in the cache."""
+        if not self.hub_id:
+            return False
+        from huggingface_hub import constants, snapshot_download
+
+        if not constants.HF_HUB_OFFLINE:
+            return True
+        try:
+            snapshot_download(self.hub_id, local_files_only=True)
+        except Exception:  # noqa: BLE001 - not cached: offline, this id cannot be loaded
+            return False
+        return True
 
     @property
     def source(self) -> str | None:
-        """What ``from_pretrained`` is given: the local folder when it exists, else the Hub id."""
+        """What ``from_pretrained`` is given: the local folder when it exists, else the Hub id (when reachable)."""
         if self.exists_locally:
             return self.path
-        return self.hub_id
+        return self.hub_id if self.hub_reachable else None
 
     @property
     def available(self) -> bool:
         return self.source is not None
 
     def missing_message(self) -> str:
-        where = f"`{self.path}` does not exist" if self.path else "no folder or Hub id is configured"
+        if self.path and os.path.isdir(self.path):
+            where = f"`{self.path}` holds no finished model yet (no {self.marker}; is it still training?)"
+        else:
+            where = f"`{self.path}` does not exist" if self.path else "no folder is configured"
+        if self.hub_id:
+            where += f" and the Hub is offline with `{self.hub_id}` not in the cache"
+        elif not self.path:
+            where = "no folder or Hub id is configured"
         make = f" Make it with `{self.command}`." if self.command else ""
         hub = " Or give it a `hub_id` in the config." if not self.hub_id else ""
         return f"**{self.name}** is not available: {where}.{make}{hub}"
@@ -82,7 +107,7 @@ def _resolve(path: str | None, base: str) -> str | None:
     return os.path.normpath(path if os.path.isabs(path) else os.path.join(base, path))
 
 
-def _spec_from_entry(entry: dict | str, base: str) -> ModelSpec:
+def _spec_from_entry(entry: dict | str, base: str, marker: str = "config.json") -> ModelSpec:
     if isinstance(entry, str):
         entry = _parse_env_entry(entry)
     unknown = set(entry) - {"name", "path", "hub_id", "subfolder", "command"}
@@ -99,6 +124,7 @@ def _spec_from_entry(entry: dict | str, base: str) -> ModelSpec:
         hub_id=entry.get("hub_id"),
         subfolder=entry.get("subfolder"),
         command=entry.get("command"),
+        marker=marker,
     )
 
 
@@ -141,10 +167,11 @@ def load_space_config(path: str | os.PathLike | None = None, environ: dict | Non
         data, base = read_config_file(path), os.path.dirname(os.path.abspath(os.fspath(path)))
     config = SpaceConfig()
     for kind in KINDS:
-        entries = [_spec_from_entry(e, base) for e in data.get(kind) or []]
+        marker = MARKERS[kind]
+        entries = [_spec_from_entry(e, base, marker) for e in data.get(kind) or []]
         env_value = environ.get(f"FVQ_SPACE_{kind.upper()}")
         if env_value is not None:
-            entries = [_spec_from_entry(e, os.getcwd()) for e in env_value.split(",") if e.strip()]
+            entries = [_spec_from_entry(e, os.getcwd(), marker) for e in env_value.split(",") if e.strip()]
         names = [e.name for e in entries]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
