@@ -13,6 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 
+try:  # ZeroGPU hardware: `spaces` is imported before torch touches CUDA (elsewhere it is not installed)
+    import spaces  # noqa: F401
+except ImportError:
+    pass
+
 from fvq_hf.space import build_demo, launch_demo
 from fvq_hf.space.ui import CONCURRENCY_LIMIT
 

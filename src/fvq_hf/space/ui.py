@@ -125,11 +125,11 @@ def build_demo(
     """
     import gradio as gr
 
+    gpu = gpu_decorator()  # first: ZeroGPU's `spaces` must be imported before CUDA is asked about
     if registry is None:
         if not isinstance(config, SpaceConfig):
             config = load_space_config(config)
         registry = ModelRegistry(config, device=device)
-    gpu = gpu_decorator()
     device_note = "GPU" if registry.device.type == "cuda" else "CPU (no GPU here: expect seconds, not milliseconds)"
     if examples is None:
         examples = example_photos()
@@ -230,7 +230,7 @@ def build_demo(
         except ModelUnavailable as error:
             generator_error = str(error)
 
-    with gr.Blocks(title="FVQ tokenizers: reconstruct and generate") as demo:
+    with gr.Blocks(title="FVQ tokenizers: reconstruct and generate", analytics_enabled=False) as demo:
         gr.Markdown(
             "# FVQ image tokenizers\n"
             "Reconstruct an image through a tokenizer's codebook, or generate images of a class token by token "
