@@ -358,7 +358,8 @@ def test_space_card_parses_and_names_its_app_file():
 
     card = SpaceCard.load(SPACE / "README.md")
     data = card.data
-    assert data.sdk == "gradio" and data.sdk_version == gradio.__version__  # the gradio the tests ran with
+    assert data.sdk == "gradio"
+    assert data.sdk_version == gradio.__version__, "the card's sdk_version is the gradio the tests run with"
     assert (SPACE / data.app_file).is_file() and data.app_file == "app.py"
     assert data.python_version and data.license == "apache-2.0"
     assert data.models == load_space_config(SPACE / "models.yaml", environ={}).hub_ids()
