@@ -120,7 +120,7 @@ def test_augmented_views(mnist):
 def test_extracted_codes_are_the_tokenizers_and_resume(workspace):
     meta = read_meta(workspace / "codes")
     assert meta["num_images"] == 40 and meta["num_shards"] == 3 and meta["views"] == "center+flip"
-    assert meta["grid"] == [4, 4] and meta["id2label"]["3"] == "three"
+    assert meta["grid"] == [4, 4] and meta["id2label"]["3"] == "three, 3"
     dataset = CodesDataset(workspace / "codes")
     assert dataset.codes.shape == (40, 2, 4, 4) and dataset.codes.dtype == torch.int16
     # the stored codes are what the tokenizer gives for the centre crop

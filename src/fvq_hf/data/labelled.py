@@ -137,12 +137,11 @@ def load_labelled_images(
 
 def export_image_folder(source: LabelledImages, root: str | os.PathLike, indices: Sequence[int] | None = None) -> str:
     """Write ``source`` (or the items at ``indices``) as PNGs in class subfolders named ``<id>-<name>`` (sorted
-    by id, so ``load_image_folder_with_classes`` gives back the same labels); returns ``root``."""
+    by id, so ``load_image_folder_with_classes`` gives back the same labels and names); returns ``root``."""
     root = os.fspath(root)
     width = len(str(max(source.id2label)))
     folders = {
-        k: os.path.join(root, f"{k:0{width}d}-{v.split(',')[0].strip().replace(os.sep, '_')}")
-        for k, v in source.id2label.items()
+        k: os.path.join(root, f"{k:0{width}d}-{v.strip().replace(os.sep, '_')}") for k, v in source.id2label.items()
     }
     for folder in folders.values():
         os.makedirs(folder, exist_ok=True)
