@@ -333,6 +333,8 @@ def test_spaces_gpu_wraps_the_handlers_when_installed(tmp_path, monkeypatch):
     monkeypatch.setattr("builtins.__import__", _refuse("spaces", __import__))
     assert gpu_decorator()(len) is len  # not installed: the identity
     monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "spaces", types.ModuleType("spaces"))  # this repository's spaces/ folder
+    assert gpu_decorator()(len) is len
     wrapped = []
     fake = types.ModuleType("spaces")
     fake.GPU = lambda fn: wrapped.append(fn.__name__) or fn

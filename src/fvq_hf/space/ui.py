@@ -37,7 +37,10 @@ def gpu_decorator() -> Callable:
         import spaces
     except ImportError:
         return lambda fn: fn
-    return spaces.GPU
+    # a folder named spaces/ on sys.path (this repository's, when run from its root) imports as an empty
+    # namespace package: it is not Hugging Face's `spaces`
+    gpu = getattr(spaces, "GPU", None)
+    return gpu if callable(gpu) else (lambda fn: fn)
 
 
 def example_photos(folder: str | None = None, size: int = 512) -> list[str]:
