@@ -321,3 +321,15 @@ def test_ema_weights_are_saved(workspace, tmp_path):
     plain = load_file(tmp_path / "plain" / "transformer" / "diffusion_pytorch_model.safetensors")
     assert torch.count_nonzero(ema["output.weight"]) == 0 and torch.count_nonzero(plain["output.weight"]) > 0
     assert "fixed decay 1.0" in (tmp_path / "ema" / "README.md").read_text()
+
+
+def test_generation_demo_end_to_end(tmp_path):
+    """The README's demo command, with 2 training steps each: every stage runs and the results are written."""
+    result = run([str(ROOT / "training" / "generation_demo.py"), "--output_dir", str(tmp_path), "--tokenizer_steps",
+                  "2", "--generator_steps", "2", "--samples_per_class", "2"])  # fmt: skip
+    results = json.loads((tmp_path / "fvq-mnist-generator" / "demo_results.json").read_text())
+    assert 0 <= results["class_accuracy"] <= 1 and len(results["class_accuracy_per_digit"]) == 10
+    assert results["classifier_accuracy_on_held_out_real_digits"] > 0.8  # the scorer itself is a real digit reader
+    assert "class accuracy" in result.stdout
+    assert Image.open(tmp_path / "fvq-mnist-generator" / "samples_by_class.png").size == (2 * 16 * 4, 10 * 16 * 4)
+    assert len(list((tmp_path / "mnist-digits" / "val").rglob("*.png"))) == 500

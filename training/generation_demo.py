@@ -48,7 +48,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the scored samples")
     parser.add_argument("--skip_tokenizer", action="store_true", help="reuse a trained tokenizer")
     parser.add_argument("--skip_generator", action="store_true", help="reuse a trained generator")
+    parser.add_argument("--tokenizer_steps", type=int, default=None, help="override the tokenizer config's steps")
+    parser.add_argument("--generator_steps", type=int, default=None, help="override the generator config's steps")
     return parser.parse_args(argv)
+
+
+def steps(count: int | None) -> list[str]:
+    return [] if count is None else ["--max_train_steps", str(count)]
 
 
 def write_digits(root: str) -> tuple[str, str]:
@@ -108,6 +114,7 @@ def main(argv=None) -> dict:
                 val_dir,
                 "--output_dir",
                 tokenizer_dir,
+                *steps(args.tokenizer_steps),
             ]
         )
         timings["tokenizer_minutes"] = (time.time() - t) / 60
@@ -138,6 +145,7 @@ def main(argv=None) -> dict:
                 codes_dir,
                 "--output_dir",
                 generator_dir,
+                *steps(args.generator_steps),
             ]
         )
         timings["generator_minutes"] = (time.time() - t) / 60
