@@ -30,6 +30,21 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
+def list_image_files(root: str) -> list[str]:
+    """Every image file below ``root`` (recursively), sorted; an error naming the folder when there is none."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root!r} is not a folder")
+    files = sorted(
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(root)
+        for name in names
+        if name.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) below {root!r}")
+    return files
+
+
 # ------------------------------------------------------------------------------------ transforms
 def random_crop_flip(image: Image.Image, size: int, generator: random.Random, max_zoom_out: float = 1.0) -> Image.Image:
     """A random square crop resized to ``size`` (side between the short side / ``max_zoom_out`` and the short
@@ -138,16 +153,7 @@ class ImageFolderDataset(_Augmented, Dataset):
         crop: str = "adm",
     ):
         super().__init__(resolution, train, seed, max_zoom_out, crop)
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"--train_data_dir {root!r} is not a folder")
-        self.files = sorted(
-            os.path.join(folder, name)
-            for folder, _, names in os.walk(root)
-            for name in names
-            if name.lower().endswith(IMAGE_EXTENSIONS)
-        )
-        if not self.files:
-            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) below {root!r}")
+        self.files = list_image_files(root)
 
     def __len__(self) -> int:
         return len(self.files)

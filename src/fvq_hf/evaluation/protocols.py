@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -288,21 +287,12 @@ class ProtocolImageFolder(Dataset):
     """
 
     def __init__(self, root: str, protocol: str | EvaluationProtocol, resolution: int = 256):
-        from ..data.datasets import IMAGE_EXTENSIONS
+        from ..data.datasets import list_image_files
 
         self.protocol, self.resolution = get_protocol(protocol), resolution
         if self.protocol.in_memory:
             raise ValueError("the fast protocol uses the training datasets (fvq_hf.data), not ProtocolImageFolder")
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"{root!r} is not a folder")
-        self.files = sorted(
-            os.path.join(folder, name)
-            for folder, _, names in os.walk(root)
-            for name in names
-            if name.lower().endswith(IMAGE_EXTENSIONS)
-        )
-        if not self.files:
-            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) below {root!r}")
+        self.files = list_image_files(root)
 
     def __len__(self) -> int:
         return len(self.files)
