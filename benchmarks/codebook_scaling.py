@@ -34,6 +34,7 @@ import torch
 from comparison import (
     BRIDGE_FOR_SIZE,
     PROJECTORS,
+    add_init_arguments,
     describe_init,
     plot_curve,
     print_table,
@@ -58,15 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=1024, help="targets per step")
     p.add_argument("--target_std", type=float, default=1.0, help="standard deviation of the centred Gaussian targets")
     p.add_argument("--learning_rate", type=float, default=1e-3)
-    p.add_argument(
-        "--codebook_init_std",
-        type=float,
-        default=0.02,
-        help="raw codebook init behind a projector (the plain codebook keeps ±1/K); 0: the paper's ±1/K for all",
-    )
-    p.add_argument(
-        "--bridge_output_init_std", type=float, default=1e-3, help="VQBridge last-layer init std (0: the paper's zeros)"
-    )
+    add_init_arguments(p)
     p.add_argument(
         "--no-annealing-too",
         dest="without_annealing",

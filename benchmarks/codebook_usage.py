@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from comparison import (
     BRIDGE_FOR_SIZE,
     PROJECTORS,
+    add_init_arguments,
     describe_init,
     plot_curve,
     print_table,
@@ -66,15 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--eval_every", type=int, default=25, help="measure held-out usage every N steps (and at steps 0 and the last)"
     )
-    p.add_argument(
-        "--codebook_init_std",
-        type=float,
-        default=0.02,
-        help="raw codebook init behind a projector (the plain codebook keeps ±1/K); 0: the paper's ±1/K for all",
-    )
-    p.add_argument(
-        "--bridge_output_init_std", type=float, default=1e-3, help="VQBridge last-layer init std (0: the paper's zeros)"
-    )
+    add_init_arguments(p)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

@@ -18,6 +18,19 @@ def raw_codebook_init_std(projector: str, requested: float) -> float | None:
     return None if projector == "none" or not requested else requested
 
 
+def add_init_arguments(parser) -> None:
+    """The initialisation flags both comparisons take (the project's recipe by default, 0 for the paper's)."""
+    parser.add_argument(
+        "--codebook_init_std",
+        type=float,
+        default=0.02,
+        help="raw codebook init behind a projector (the plain codebook keeps ±1/K); 0: the paper's ±1/K for all",
+    )
+    parser.add_argument(
+        "--bridge_output_init_std", type=float, default=1e-3, help="VQBridge last-layer init std (0: the paper's zeros)"
+    )
+
+
 def describe_init(std: float | None) -> str:
     return "uniform(-1/K, 1/K)" if std is None else f"N(0, {std:g}^2)"
 

@@ -31,7 +31,7 @@ import extract_codes
 import train_generator
 import train_tokenizer
 
-from fvq_hf import FVQModel, FVQPipeline
+from fvq_hf import FVQPipeline
 from fvq_hf.data import make_grid, tensor_to_pil
 from fvq_hf.data.codes import read_meta
 from fvq_hf.data.labelled import export_image_folder, load_image_folder_with_classes, load_mnist_digits
@@ -158,9 +158,8 @@ def main(argv=None) -> dict:
     train_images, train_labels = folder_tensors(train_dir, resolution)
     val_images, val_labels = folder_tensors(val_dir, resolution)
     classifier = train_classifier(train_images, train_labels, args.seed)
-    tokenizer = FVQModel.from_pretrained(tokenizer_dir).eval()
-    with torch.no_grad():
-        reconstructed = tokenizer(val_images).sample
+    with torch.no_grad():  # the pipeline's vqvae is the trained tokenizer, folded
+        reconstructed = pipe.vqvae(val_images).sample
     scale = args.guidance_scale if args.guidance_scale is not None else pipe.config.sampling_defaults["guidance_scale"]
     wanted = np.repeat(np.arange(10), args.samples_per_class)
     samples = (

@@ -279,6 +279,10 @@ def main(argv: list[str] | None = None) -> dict:
         range(max_steps), initial=progress.global_step, desc="steps", disable=not accelerator.is_local_main_process
     )
 
+    tensorboard = None  # sample grids go to TensorBoard only
+    if accelerator.is_main_process and report_to in ("tensorboard", "all"):
+        tensorboard = accelerator.get_tracker("tensorboard", unwrap=True)
+
     # ---- the loop: one batch per iteration, one optimizer step every --gradient_accumulation_steps batches
     batches = resumable_batches(accelerator, dataloader, progress)
     model.train()
@@ -315,15 +319,11 @@ def main(argv: list[str] | None = None) -> dict:
                     handle.write(json.dumps({"step": step, **logs}) + "\n")
         if step % args.checkpointing_steps == 0 and step < max_steps:
             save_checkpoint(accelerator, checkpoints_dir, step, args.checkpoints_total_limit)
-        if accelerator.is_main_process and report_to and (step % args.validation_steps == 0 or step == max_steps):
+        if step % args.validation_steps == 0 and step < max_steps and tensorboard is not None:  # the last: below
             grid, _ = sample_grid(
                 unwrapped, tokenizer, dataset.meta["num_classes"], args.num_validation_images, args, step
             )
-            tracker = (
-                accelerator.get_tracker("tensorboard", unwrap=True) if report_to in ("tensorboard", "all") else None
-            )
-            if tracker is not None:
-                tracker.add_image("samples", np.asarray(grid), step, dataformats="HWC")
+            tensorboard.add_image("samples", np.asarray(grid), step, dataformats="HWC")
             model.train()
 
     # ---- outputs
@@ -350,6 +350,8 @@ def main(argv: list[str] | None = None) -> dict:
             },
         )
         grid, _ = sample_grid(final, tokenizer, dataset.meta["num_classes"], args.num_validation_images, args, 0)
+        if tensorboard is not None:
+            tensorboard.add_image("samples", np.asarray(grid), progress.global_step, dataformats="HWC")
         metrics = {}
         if args.fid_reference_dir:
             from fvq_hf.evaluation.generation import generation_fid
