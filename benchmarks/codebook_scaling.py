@@ -1,7 +1,7 @@
 """Codebook usage at scale, the quantizer alone: each projector fits a fixed set of target vectors.
 
     python benchmarks/codebook_scaling.py                                # K = 16,384 and 65,536, d = 256, every projector
-    python benchmarks/codebook_scaling.py --sizes 262144 --projectors none vqbridge --device cuda   # 262k: ~20 min per exact measure on a CPU
+    python benchmarks/codebook_scaling.py --sizes 262144 --projectors vqbridge --output benchmarks/results/codebook_scaling_262k
     python benchmarks/codebook_scaling.py --no-annealing-too --device cuda
 
 No image model: a ``VectorQuantizer`` with the projector under test is trained so that its codes cover a fixed
@@ -17,9 +17,10 @@ outnumber them. When each target's nearest code is an independent, uniform draw,
 each run. An exact measurement costs targets × K distances (about 70 s at K = 65,536 on 2 CPU cores), so
 above ``--curve_max_size`` only the final usage is measured.
 
-Initialisation: behind a projector the raw codebook starts N(0, ``--codebook_init_std``²) and the bridge's last
-Linear N(0, ``--bridge_output_init_std``²), the project's recipe (see the README); the plain codebook keeps
-VQGAN's uniform(−1/K, 1/K), the baseline the paper compares against.
+Initialisation: behind VQBridge the raw codebook starts N(0, ``--codebook_init_std``²) and the bridge's last
+Linear N(0, ``--bridge_output_init_std``²), the project's recipe (see the README). Every baseline (plain codebook,
+linear, MLP) runs twice (``--baseline_inits``): with VQGAN's uniform(−1/K, 1/K), what the paper's baselines use,
+and with the bridge's N(0, ``--codebook_init_std``²), so the comparison cannot have been set up to win.
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ import torch
 from comparison import (
     BRIDGE_FOR_SIZE,
     PROJECTORS,
+    add_baseline_init_argument,
     add_init_arguments,
     describe_init,
     plot_curve,
     print_table,
     raw_codebook_init_std,
+    run_plan,
     slots_text,
 )
 from provenance import save_runs
@@ -60,6 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--target_std", type=float, default=1.0, help="standard deviation of the centred Gaussian targets")
     p.add_argument("--learning_rate", type=float, default=1e-3)
     add_init_arguments(p)
+    add_baseline_init_argument(p)
     p.add_argument(
         "--no-annealing-too",
         dest="without_annealing",
@@ -108,10 +112,12 @@ def measure(vq: VectorQuantizer, targets: torch.Tensor, chunk: int = 8192) -> di
     return result
 
 
-def run_one(size: int, projector: str, annealing: bool, args, targets: torch.Tensor) -> dict:
+def run_one(
+    size: int, projector: str, annealing: bool, args, targets: torch.Tensor, baseline_init: str = "paper"
+) -> dict:
     torch.manual_seed(args.seed)
     bridge = BRIDGE_FOR_SIZE.get(size, "L/8")
-    init_std = raw_codebook_init_std(projector, args.codebook_init_std)
+    init_std = raw_codebook_init_std(projector, args.codebook_init_std, baseline_init)
     vq = VectorQuantizer(
         size,
         args.dim,
@@ -151,6 +157,7 @@ def run_one(size: int, projector: str, annealing: bool, args, targets: torch.Ten
         "bridge": bridge if projector == "vqbridge" else None,
         "bridge_output_init_std": args.bridge_output_init_std if projector == "vqbridge" else None,
         "codebook_init": describe_init(init_std),
+        "baseline_init": None if projector == "vqbridge" else baseline_init,
         "steps": args.steps,
         "targets": targets.shape[0],
         "uniform_assignment_usage": 1 - math.exp(-targets.shape[0] / size),
@@ -204,12 +211,15 @@ def main(argv=None) -> list[dict]:
             args.device
         )
         for annealing in [True, False] if args.without_annealing else [True]:
-            for projector in args.projectors:
-                run = run_one(size, projector, annealing, args, targets)
+            for projector, baseline_init in run_plan(args.projectors, args.baseline_inits):
+                started = time.perf_counter()
+                run = run_one(size, projector, annealing, args, targets, baseline_init)
+                run["wall_seconds"] = time.perf_counter() - started
                 runs.append(run)
                 slots = f", slots {slots_text(run)}" if run["live_slots"] is not None else ""
                 print(
-                    f"  K={size:>7,} {projector:<8} annealing={annealing!s:<5} usage {run['usage']:7.2%} "
+                    f"  K={size:>7,} {projector:<8} {run['codebook_init']:<18} annealing={annealing!s:<5} "
+                    f"usage {run['usage']:7.2%} "
                     f"error {run['quantization_error']:.4f}{slots}, {run['seconds_per_step']:.3f} s/step",
                     flush=True,
                 )
@@ -219,6 +229,7 @@ def main(argv=None) -> list[dict]:
         [
             ("K", lambda r: f"{r['codebook_size']:,}"),
             ("projector", lambda r: r["projector"]),
+            ("raw codebook init", lambda r: r["codebook_init"]),
             ("annealing", lambda r: "yes" if r["annealing"] else "no"),
             ("usage", lambda r: f"{r['usage']:.2%}"),
             ("ceiling", lambda r: f"{r['uniform_assignment_usage']:.1%}"),

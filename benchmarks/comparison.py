@@ -12,10 +12,16 @@ BRIDGE_FOR_SIZE = {16384: "L/4", 65536: "L/8", 262144: "L/8"}
 COLOURS = {"none": "tab:gray", "linear": "tab:blue", "mlp": "tab:orange", "vqbridge": "tab:green"}
 
 
-def raw_codebook_init_std(projector: str, requested: float) -> float | None:
-    """The raw codebook's init std for a run: ``requested`` behind a projector; None (VQGAN's ±1/K) for the
-    plain codebook, the paper's baseline, and for every projector when ``requested`` is 0."""
-    return None if projector == "none" or not requested else requested
+def raw_codebook_init_std(projector: str, requested: float, baseline_init: str = "paper") -> float | None:
+    """The raw codebook's init std for a run (None: VQGAN's uniform ±1/K).
+
+    VQBridge gets ``requested`` (the project's recipe; 0 gives the paper's ±1/K). A baseline (``none``, ``linear``,
+    ``mlp``) is run with ``baseline_init="paper"``, the ±1/K the paper's baselines use, or ``"fair"``, the same
+    N(0, ``requested``²) as the bridge, so the comparison cannot have been set up to win.
+    """
+    if not requested or (projector != "vqbridge" and baseline_init == "paper"):
+        return None
+    return requested
 
 
 def add_init_arguments(parser) -> None:
@@ -31,13 +37,41 @@ def add_init_arguments(parser) -> None:
     )
 
 
+BASELINE_INITS = ("paper", "fair")
+
+
+def run_plan(projectors: list[str], baseline_inits: list[str]) -> list[tuple[str, str]]:
+    """(projector, baseline init) of every run: each baseline once per init asked for, VQBridge once."""
+    return [
+        (projector, init)
+        for projector in projectors
+        for init in (["recipe"] if projector == "vqbridge" else baseline_inits)
+    ]
+
+
+def add_baseline_init_argument(parser) -> None:
+    parser.add_argument(
+        "--baseline_inits",
+        nargs="+",
+        default=list(BASELINE_INITS),
+        choices=BASELINE_INITS,
+        help="raw-codebook init of the baselines: paper (uniform ±1/K) and/or fair (the bridge's N(0, std²))",
+    )
+
+
 def describe_init(std: float | None) -> str:
     return "uniform(-1/K, 1/K)" if std is None else f"N(0, {std:g}^2)"
 
 
 def plot_curve(ax, run: dict) -> None:
     """One run's usage against step: colour by projector, dashed without annealing."""
-    label = f"{run['projector']}{'' if run['annealing'] else ' (no annealing)'}"
+    label = run["projector"]
+    if run.get("baseline_init") == "fair":
+        label += f", {run['codebook_init']}"
+    if run.get("slot_restart") is False and run["projector"] == "vqbridge":
+        label += ", no slot restart"
+    if not run["annealing"]:
+        label += " (no annealing)"
     ax.plot(
         [c["step"] for c in run["curve"]],
         [100 * c["usage"] for c in run["curve"]],
@@ -46,6 +80,7 @@ def plot_curve(ax, run: dict) -> None:
         markersize=3,
         color=COLOURS[run["projector"]],
         linestyle="-" if run["annealing"] else "--",
+        alpha=0.55 if run.get("baseline_init") == "fair" or run.get("slot_restart") is False else 1.0,
     )
 
 

@@ -9,11 +9,20 @@ import json
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Callable
+
+_STARTED = time.perf_counter()  # the scripts import this module first: their whole run is timed from here
 
 
 def machine(device: str) -> dict:
-    """Platform, CPU model and count, torch version and threads, device (and GPU name on CUDA)."""
+    """Platform, CPU model and count, versions of torch, numpy and Pillow, torch threads, device (and GPU on CUDA).
+
+    Rounding differs between CPUs' BLAS kernels and between library versions, and on small data it can decide
+    which codes survive, so every figure carries what produced it.
+    """
+    import numpy
+    import PIL
     import torch
 
     info = {
@@ -21,6 +30,8 @@ def machine(device: str) -> dict:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": device,
     }
@@ -53,10 +64,11 @@ def save_runs(runs: list[dict], args, plot: Callable[[list[dict], str], None]) -
     """Stamp every run with commit, machine and settings; write ``args.output``.json (a list of runs) and .png."""
     commit, info = git_commit(), machine(args.device)
     settings = {k: v for k, v in vars(args).items() if k != "output"}
+    total = time.perf_counter() - _STARTED
     for run in runs:
-        run.update(commit=commit, machine=info, settings=settings)
+        run.update(commit=commit, machine=info, settings=settings, benchmark_seconds=round(total, 1))
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output + ".json", "w") as handle:
         json.dump(runs, handle, indent=1)
     plot(runs, args.output + ".png")
-    print(f"\nwrote {args.output}.json and {args.output}.png")
+    print(f"\nwrote {args.output}.json and {args.output}.png ({total / 60:.1f} min in all)")
