@@ -9,6 +9,7 @@ from .projectors import (
     parse_official_projector,
 )
 from .search import DEFAULT_CHUNK_SIZE, nearest_code
+from .slot_restart import SlotRestart
 from .usage import CodebookUsage, UsageStats
 from .vector_quantizer import VectorQuantizer
 from .vqbridge import BRIDGE_PRESETS, BRIDGE_WIDTHS, VQBridge, check_bridge_grid, parse_bridge_preset
@@ -22,6 +23,7 @@ __all__ = [
     "CodebookUsage",
     "LinearProjector",
     "MLPProjector",
+    "SlotRestart",
     "UsageStats",
     "VQBridge",
     "VectorQuantizer",
