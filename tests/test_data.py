@@ -2,7 +2,14 @@ import pytest
 import torch
 from PIL import Image
 
-from fvq_hf.data import DemoCropDataset, HFImageDataset, ImageFolderDataset, build_dataset, collate_images
+from fvq_hf.data import (
+    DemoCropDataset,
+    HFImageDataset,
+    ImageFolderDataset,
+    build_dataset,
+    collate_images,
+    demo_eval_samples,
+)
 
 
 def test_demo_crops_are_deterministic_per_epoch_and_index():
@@ -14,6 +21,29 @@ def test_demo_crops_are_deterministic_per_epoch_and_index():
     assert not torch.equal(a, ds[3])  # a new epoch draws new crops
     held = DemoCropDataset("heldout", resolution=16, num_samples=4, seed=1)
     assert torch.equal(held[2], held[2]) and not held.train
+
+
+def test_the_band_split_holds_out_the_bottom_of_every_training_photo_and_training_never_sees_it():
+    train = DemoCropDataset("train", resolution=32, num_samples=8)
+    band = DemoCropDataset("band", resolution=32, num_samples=8)
+    whole = DemoCropDataset("train", resolution=32, num_samples=8, heldout_band=0)
+    for top, bottom, full in zip(train.photos, band.photos, whole.photos):
+        assert top.size[0] == bottom.size[0] == full.size[0]
+        assert top.size[1] + bottom.size[1] == full.size[1] and bottom.size[1] == round(full.size[1] / 4)
+        # the two regions tile the photograph: training crops come from above the band only
+        assert top.tobytes() == full.crop((0, 0, *top.size)).tobytes()
+        assert bottom.tobytes() == full.crop((0, top.size[1], *full.size)).tobytes()
+    assert not band.train and torch.equal(band[5], DemoCropDataset("band", resolution=32, num_samples=8)[5])
+    assert len(DemoCropDataset("heldout", resolution=32).photos) == 2
+    with pytest.raises(ValueError, match="'train', 'band' or 'heldout'"):
+        DemoCropDataset("test")
+    with pytest.raises(ValueError, match="heldout_band > 0"):
+        DemoCropDataset("band", heldout_band=0)
+
+
+def test_demo_eval_sets_give_sixteen_tokens_per_code():
+    assert demo_eval_samples(4096, 8) == 1024 and demo_eval_samples(16384, 8) == 4096
+    assert demo_eval_samples(256, 4, tokens_per_code=2) == 32 and demo_eval_samples(100, 3) == 178
 
 
 def test_image_folder_skips_unreadable_files(tmp_path):

@@ -1,6 +1,9 @@
 """Data: training/evaluation datasets, the embedded demo photographs, image/tensor conversions."""
 
 from .datasets import (
+    DEMO_EVAL_SETS,
+    DEMO_HELDOUT_BAND,
+    EVAL_TOKENS_PER_CODE,
     TRAIN_CROPS,
     DemoCropDataset,
     HFImageDataset,
@@ -8,6 +11,7 @@ from .datasets import (
     adm_random_crop_flip,
     build_dataset,
     collate_images,
+    demo_eval_samples,
     random_crop_flip,
     shard_for_process,
 )
@@ -15,7 +19,10 @@ from .demo import DEMO_PHOTOS, load_demo_photos
 from .images import center_crop_resize, make_grid, pil_to_tensor, tensor_to_pil
 
 __all__ = [
+    "DEMO_EVAL_SETS",
+    "DEMO_HELDOUT_BAND",
     "DEMO_PHOTOS",
+    "EVAL_TOKENS_PER_CODE",
     "TRAIN_CROPS",
     "DemoCropDataset",
     "HFImageDataset",
@@ -24,6 +31,7 @@ __all__ = [
     "build_dataset",
     "center_crop_resize",
     "collate_images",
+    "demo_eval_samples",
     "load_demo_photos",
     "make_grid",
     "pil_to_tensor",

@@ -169,11 +169,38 @@ class ImageFolderDataset(_Augmented, Dataset):
             return None
 
 
+DEMO_HELDOUT_BAND = 0.25  # the bottom quarter of every training photograph is never trained on
+EVAL_TOKENS_PER_CODE = 16
+# the demo's evaluation sets, by DemoCropDataset split, as logs and cards name them
+DEMO_EVAL_SETS = {
+    "band": f"held-out bands of the training photos (bottom {DEMO_HELDOUT_BAND:.0%}, never trained on)",
+    "heldout": "two photos never seen (coffee, rocket)",
+}
+
+
+def demo_eval_samples(codebook_size: int, tokens_per_side: int, tokens_per_code: int = EVAL_TOKENS_PER_CODE) -> int:
+    """Crops of a held-out demo set that give ``tokens_per_code`` tokens per code.
+
+    Exact usage only shows every code in use if tokens outnumber codes several times: with each token's code an
+    independent uniform draw, a code stays unused with probability e^(−tokens / K); 16 per code make that e⁻¹⁶.
+    """
+    return math.ceil(tokens_per_code * codebook_size / tokens_per_side**2)
+
+
 class DemoCropDataset(_Augmented, Dataset):
     """Crops of the demo photographs (shipped in scikit-image): random crops for ``"train"``, fixed ones otherwise.
 
-    Training crops zoom out up to ``max_zoom_out`` × the crop size so a small crop still shows structure.
-    The ``"heldout"`` split holds other photographs than ``"train"``; its crops are the same every time.
+    Three splits, so that usage can be measured as the paper measures it, on images from the training
+    distribution that were never trained on, and on a harder set beside it:
+
+    - ``"train"``: the seven training photographs without the bottom ``heldout_band`` of each (a quarter of its
+      height by default), random crops;
+    - ``"band"``: those bands, never trained on: the same photographs, held out;
+    - ``"heldout"``: two other photographs, never seen.
+
+    Crops are square, between 1 / ``max_zoom_out`` of the region's short side and all of it, resized to
+    ``resolution`` and flipped with probability ½, so a small crop still shows structure. Crops of ``"band"`` and
+    ``"heldout"`` are the same for an index every time.
     """
 
     def __init__(
@@ -184,15 +211,27 @@ class DemoCropDataset(_Augmented, Dataset):
         train: bool | None = None,
         seed: int = 0,
         max_zoom_out: float = 6.0,
+        heldout_band: float = DEMO_HELDOUT_BAND,
     ):
+        if split not in ("train", "band", "heldout"):
+            raise ValueError(f"Unknown demo crop split {split!r}; choose 'train', 'band' or 'heldout'.")
+        if split != "heldout" and not 0 <= heldout_band < 1:
+            raise ValueError(f"heldout_band={heldout_band} must be a fraction of the height in [0, 1)")
+        if split == "band" and heldout_band == 0:
+            raise ValueError("the 'band' split needs heldout_band > 0 (the bottom fraction of each training photo)")
         train = split == "train" if train is None else train
         super().__init__(resolution, train, seed, max_zoom_out)
+        self.split, self.heldout_band = split, heldout_band
         # downscale once so crops are drawn at a handful of scales, not from 4-megapixel originals
         self.photos = []
-        for image in load_demo_photos(split).values():
+        for image in load_demo_photos("heldout" if split == "heldout" else "train").values():
             scale = min(1.0, resolution * max_zoom_out * 2 / min(image.size))
             size = (max(resolution, round(image.size[0] * scale)), max(resolution, round(image.size[1] * scale)))
-            self.photos.append(image.resize(size, Image.BICUBIC) if scale < 1 else image)
+            image = image.resize(size, Image.BICUBIC) if scale < 1 else image
+            if split != "heldout" and heldout_band > 0:
+                top = image.size[1] - max(resolution, round(image.size[1] * heldout_band))
+                image = image.crop((0, top, *image.size) if split == "band" else (0, 0, image.size[0], top))
+            self.photos.append(image)
         self.num_samples = num_samples
 
     def __len__(self) -> int:
