@@ -78,9 +78,16 @@ def test_full_tiny_run_saves_reloads_and_evaluates(tmp_path):
             str(out),
         ]
     )
-    assert "held-out usage" in result.stdout and f"saved the folded tokenizer to {out}" in result.stdout
+    assert f"saved the folded tokenizer to {out}" in result.stdout
+    # the demo is evaluated on two sets: the held-out bands of the training photos and two unseen photos
+    assert "step 6: held-out bands of the training photos" in result.stdout
+    assert "step 6: two photos never seen" in result.stdout
     summary = json.loads((out / "train_results.json").read_text())
     assert summary["steps"] == 6 and summary["num_processes"] == 1 and summary["evaluation"]["images"] == 24
+    assert summary["evaluation_unseen"]["images"] == 24
+    assert summary["evaluation"]["used_codes"] != summary["evaluation_unseen"]["used_codes"] or (
+        summary["evaluation"]["psnr"] != summary["evaluation_unseen"]["psnr"]
+    )
     assert (out / "checkpoints" / "checkpoint-3").is_dir()
     logs = metrics(out)
     assert logs[6]["discriminator_loss"] != 0 and logs[6]["perceptual_loss"] > 0  # GAN and LPIPS were on
@@ -94,6 +101,11 @@ def test_full_tiny_run_saves_reloads_and_evaluates(tmp_path):
         assert torch.equal(folded(images).indices, unfolded.eval()(images).indices)
     card = (out / "README.md").read_text()
     assert "model-index" in card and "codebook usage" in card and "Hardware:" in card
+    assert "| metric | held-out bands of the training photos" in card and "| two photos never seen" in card
+    assert card.count("type: usage") == 2  # a model-index entry for each set
+    assert "dead-slot restart" in card and "not in the paper" in card  # on by default, and the card says so
+    with_slots = [row for row in logs.values() if "train_live_slots_window" in row]
+    assert len(with_slots) == 6 and all(1 <= row["train_live_slots_window"] <= 16 for row in with_slots)
 
     report = run(
         [
@@ -111,6 +123,7 @@ def test_full_tiny_run_saves_reloads_and_evaluates(tmp_path):
         ]
     )
     assert "| codebook usage |" in report.stdout and "protocol:" in report.stdout
+    assert "held-out bands of the training photos" in report.stdout
     evaluation = json.loads((tmp_path / "eval.json").read_text())
     # the standalone evaluator reproduces the in-training evaluation of the saved (EMA) weights
     assert evaluation["used_codes"] == summary["evaluation"]["used_codes"]
@@ -119,8 +132,8 @@ def test_full_tiny_run_saves_reloads_and_evaluates(tmp_path):
 
 @pytest.mark.parametrize(
     "extra",
-    [[], ["--gradient_accumulation_steps", "2", "--demo_samples", "40"]],
-    ids=["plain", "accumulation-across-epochs"],
+    [[], ["--gradient_accumulation_steps", "2", "--demo_samples", "40"], ["--slot_restart_steps", "3"]],
+    ids=["plain", "accumulation-across-epochs", "slot-restart"],
 )
 def test_killed_run_resumes_exactly(tmp_path, extra):
     # with 5 batches per epoch and 2 per optimizer step, epochs end in the middle of an accumulation
@@ -133,10 +146,12 @@ def test_killed_run_resumes_exactly(tmp_path, extra):
 
     resumed = run([TRAIN, *args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"])
     assert "resumed from" in resumed.stdout
+    if "--slot_restart_steps" in extra:  # the windows go on across the kill and slots are restarted after it
+        assert "restarted bridge slot" in resumed.stdout
     first, second = metrics(tmp_path / "straight"), metrics(killed)
     assert sorted(second) == list(range(1, 11))
     for step in range(5, 11):
-        for key in ("loss", "reconstruction_loss", "vq_loss", "lr", "train_usage_window"):
+        for key in ("loss", "reconstruction_loss", "vq_loss", "lr", "train_usage_window", "train_live_slots_window"):
             assert second[step][key] == first[step][key], (step, key)
     a = load_file(tmp_path / "straight" / "diffusion_pytorch_model.safetensors")
     b = load_file(killed / "diffusion_pytorch_model.safetensors")

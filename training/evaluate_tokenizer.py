@@ -30,7 +30,15 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from fvq_hf import FVQModel
-from fvq_hf.data import DemoCropDataset, HFImageDataset, ImageFolderDataset, collate_images, shard_for_process
+from fvq_hf.data import (
+    DEMO_EVAL_SETS,
+    DemoCropDataset,
+    HFImageDataset,
+    ImageFolderDataset,
+    collate_images,
+    demo_eval_samples,
+    shard_for_process,
+)
 from fvq_hf.evaluation import (
     PROTOCOLS,
     ProtocolImageFolder,
@@ -57,7 +65,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset_split", default="validation", help="its split")
     p.add_argument("--image_column", default="image", help="its image column")
     p.add_argument("--resolution", type=int, default=None, help="evaluation size (default: the model's sample_size)")
-    p.add_argument("--eval_samples", type=int, default=512, help="held-out demo crops when no dataset is given")
+    p.add_argument(
+        "--demo_split",
+        default="band",
+        choices=sorted(DEMO_EVAL_SETS),
+        help="demo set when no dataset is given: band (held-out bottom quarter of the training photos, the training "
+        "distribution) or heldout (two photos never seen)",
+    )
+    p.add_argument(
+        "--eval_samples",
+        type=int,
+        default=None,
+        help="demo crops when no dataset is given (default: 16 tokens per code)",
+    )
     p.add_argument("--batch_size", type=int, default=32, help="images per process per batch")
     p.add_argument("--max_batches", type=int, default=None, help="stop after this many batches per process")
     p.add_argument(
@@ -112,8 +132,11 @@ def main(argv: list[str] | None = None) -> dict:
             )
             data = f"{args.dataset_name} [{args.dataset_split}]"
         else:
-            dataset = DemoCropDataset("heldout", resolution, num_samples=args.eval_samples, seed=args.seed)
-            data = "held-out demo crops (photos not used for training)"
+            samples = args.eval_samples or demo_eval_samples(
+                model.config.codebook_size, resolution // model.downsample_factor
+            )
+            dataset = DemoCropDataset(args.demo_split, resolution, num_samples=samples, seed=args.seed)
+            data = DEMO_EVAL_SETS[args.demo_split]
     else:
         collate = collate_protocol_images
         if args.validation_data_dir:

@@ -10,7 +10,10 @@ Defaults are the paper's recipe for ``vq-16`` (arXiv 2509.10140, Table 6) as the
 (0.9, 0.95), lr 1e-4 per 128 images scaled by the global batch, gradient clipping 1.0, learning annealing on
 generator and discriminator, L2 + VQ + 1.0·LPIPS + 0.5·hinge PatchGAN (from step 20,000) with the
 discriminator's own hinge loss weighted 0.5 too, ADM's random crop + flip, and (with ``--use_ema``) an EMA of
-fixed decay from the first step. A YAML file (``--config``) can set every option; flags given on the command
+fixed decay from the first step. One departure is on by default: a VQBridge slot that (almost) no token chose
+for ``--slot_restart_steps`` steps is restarted from a live one (``fvq_hf.quantization.SlotRestart``; it acts
+only where slots die, which small data makes common); ``--slot_restart_steps 0`` is the paper's recipe exactly,
+and the model card records which was run. A YAML file (``--config``) can set every option; flags given on the command
 line win over it. With no dataset the embedded demo photos are used.
 
 The file reads top to bottom: the options, the pieces a run is built from, the loss of one batch, evaluation
@@ -39,16 +42,19 @@ from tqdm.auto import tqdm
 
 from fvq_hf import CodebookUsage, FVQModel
 from fvq_hf.data import (
+    DEMO_EVAL_SETS,
     TRAIN_CROPS,
     DemoCropDataset,
     ImageFolderDataset,
     build_dataset,
     collate_images,
+    demo_eval_samples,
     make_grid,
     shard_for_process,
     tensor_to_pil,
 )
 from fvq_hf.evaluation import evaluate_tokenizer
+from fvq_hf.evaluation.evaluator import live_slots
 from fvq_hf.losses import (
     LPIPS,
     PatchGANDiscriminator,
@@ -58,7 +64,7 @@ from fvq_hf.losses import (
     hinge_generator_loss,
 )
 from fvq_hf.models import MODEL_PRESETS
-from fvq_hf.quantization import PROJECTOR_TYPES
+from fvq_hf.quantization import PROJECTOR_TYPES, SlotRestart, UsageStats
 from fvq_hf.training import (
     SCHEDULES,
     FixedDecayEMA,
@@ -122,6 +128,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="FVQ's codebook_l2_norm: l2-normalise the raw codebook's rows once at init; the lookup stays plain L2 "
         "(off in the paper's runs)",
     )
+    g.add_argument(
+        "--slot_restart_steps",
+        type=int,
+        default=100,
+        help="every N optimizer steps, restart each VQBridge slot that got under --slot_restart_threshold of its "
+        "share of the tokens from the busiest slot (not in the paper; 0 turns it off: the paper's recipe)",
+    )
+    g.add_argument(
+        "--slot_restart_threshold",
+        type=float,
+        default=0.1,
+        help="a slot is dead below this fraction of its fair share (tokens / p²) of a window",
+    )
+    g.add_argument(
+        "--slot_restart_noise",
+        type=float,
+        default=0.1,
+        help="noise added to the donor slot's rows, relative to their RMS",
+    )
 
     g = p.add_argument_group("data")
     g.add_argument(
@@ -142,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo_samples", type=int, default=4096, help="crops per epoch of the demo photos (no dataset given)"
     )
     g.add_argument(
-        "--eval_samples", type=int, default=512, help="held-out demo crops to evaluate on (no validation set given)"
+        "--eval_samples",
+        type=int,
+        default=None,
+        help="crops of each held-out demo set (no validation set given); default: 16 tokens per code, enough that "
+        "a uniform assignment would leave a code unused with probability e^-16",
     )
     g.add_argument(
         "--train_crop",
@@ -322,11 +351,34 @@ def build_ema(args, model: FVQModel, device):
     return ema
 
 
-def build_eval_dataset(args):
-    """The held-out set and its description: --validation_data_dir, --validation_split, or held-out demo crops."""
+def build_slot_restart(args, model: FVQModel, codebook_frozen: bool, log) -> SlotRestart | None:
+    """Dead-slot restart for a VQBridge being trained (None with --slot_restart_steps 0 or without a bridge)."""
+    if args.slot_restart_steps <= 0 or model.config.projector != "vqbridge" or codebook_frozen:
+        return None
+    bridge = model.quantize.projector
+    log(
+        f"slot restart: every {args.slot_restart_steps} steps, a slot under {args.slot_restart_threshold:g} of its "
+        f"share of the tokens is restarted from the busiest one (--slot_restart_steps 0: the paper's recipe)"
+    )
+    return SlotRestart(
+        bridge,
+        every=args.slot_restart_steps,
+        threshold=args.slot_restart_threshold,
+        noise=args.slot_restart_noise,
+        seed=args.seed,
+    )
+
+
+def build_eval_datasets(args, model: FVQModel) -> list[tuple[str, object, str]]:
+    """The held-out sets as (log prefix, dataset, description), the first the one the card leads with.
+
+    --validation_data_dir or --validation_split give one set. The demo gives two, as usage should be measured: the
+    held-out bands of the training photographs (the training distribution, never trained on) and, harder, two
+    photographs never seen, each with --eval_samples crops (default: 16 tokens per code).
+    """
     if args.validation_data_dir:
         dataset = ImageFolderDataset(args.validation_data_dir, args.resolution, train=False)
-        return dataset, f"images in {args.validation_data_dir}"
+        return [("eval", dataset, f"images in {args.validation_data_dir}")]
     if args.dataset_name and args.validation_split:
         from fvq_hf.data import HFImageDataset
 
@@ -338,9 +390,14 @@ def build_eval_dataset(args):
             train=False,
             config_name=args.dataset_config_name,
         )
-        return dataset, f"{args.dataset_name} [{args.validation_split}]"
-    dataset = DemoCropDataset("heldout", args.resolution, num_samples=args.eval_samples, seed=args.seed)
-    return dataset, "held-out demo crops (photos not used for training)"
+        return [("eval", dataset, f"{args.dataset_name} [{args.validation_split}]")]
+    samples = args.eval_samples or demo_eval_samples(
+        model.config.codebook_size, args.resolution // model.downsample_factor
+    )
+    return [
+        (prefix, DemoCropDataset(split, args.resolution, num_samples=samples, seed=args.seed), DEMO_EVAL_SETS[split])
+        for prefix, split in (("eval", "band"), ("eval_unseen", "heldout"))
+    ]
 
 
 # =============================================================================================== the losses of a batch
@@ -387,8 +444,9 @@ def generator_loss(args, out, images, lpips, discriminator, gan_active: bool, la
 
 
 # =============================================================================================== evaluation, card
-def run_evaluation(accelerator, unwrapped, ema, dataloader, lpips, description, args, step):
-    """Evaluate the weights that will be saved (the EMA's when there is one) on the whole held-out set."""
+def run_evaluation(accelerator, unwrapped, ema, dataloader, lpips, description, args, step, prefix="eval"):
+    """Evaluate the weights that will be saved (the EMA's when there is one) on a whole held-out set; log its
+    numbers under ``prefix`` (``eval/usage``, ``eval_unseen/usage``, …)."""
     if ema is not None:
         ema.store(unwrapped.parameters())
         ema.copy_to(unwrapped.parameters())
@@ -399,20 +457,43 @@ def run_evaluation(accelerator, unwrapped, ema, dataloader, lpips, description, 
         ema.restore(unwrapped.parameters())
     result.extra["eval_data"] = description
     scalars = {**result.as_dict(), **result.extra}
-    numbers = {f"eval/{k}": v for k, v in scalars.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numbers = {
+        f"{prefix}/{k}": v for k, v in scalars.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     accelerator.log(numbers, step=step)
     if accelerator.is_main_process and pairs is not None:
         for tracker in accelerator.trackers:
             if tracker.name == "tensorboard":
                 grid = make_grid([tensor_to_pil(pairs[0]), tensor_to_pil(pairs[1])])
-                tracker.writer.add_image("eval/reconstructions", np.asarray(grid), step, dataformats="HWC")
-        row = {f"eval/{k}": v for k, v in result.as_dict().items() if k != "extra"}
+                tracker.writer.add_image(f"{prefix}/reconstructions", np.asarray(grid), step, dataformats="HWC")
+        row = {f"{prefix}/{k}": v for k, v in result.as_dict().items() if k != "extra"}
+        row.update({f"{prefix}/{k}": v for k, v in result.extra.items() if k in ("live_slots", "slots")})
         with open(os.path.join(args.output_dir, "metrics.jsonl"), "a") as handle:
             handle.write(json.dumps({"step": step, **row}) + "\n")
     return result
 
 
-def recipe_summary(args, lr, global_batch, max_steps) -> dict:
+def slot_restart_summary(args, restart: SlotRestart | None) -> str:
+    """The dead-slot restart as run, in words (for the card's recipe)."""
+    if restart is None:
+        return "off (the paper's recipe)" if args.slot_restart_steps <= 0 else "not applicable (no bridge trained)"
+    return (
+        f"every {restart.every} steps, under {restart.threshold:g} of a slot's share, noise {restart.noise:g} "
+        f"(not in the paper): {restart.restarts} slot restart(s) in this run"
+    )
+
+
+def describe_evaluation(result, description: str) -> str:
+    """One line: usage (codes, live slots), perplexity, PSNR, SSIM of an evaluation, and what it was on."""
+    extra = result.extra
+    slots = f", {extra['live_slots']}/{extra['slots']} slots alive" if "live_slots" in extra else ""
+    return (
+        f"{description}: usage {result.usage:.2%} ({result.used_codes:,} codes{slots}), "
+        f"perplexity {result.perplexity:.1f}, PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.3f}"
+    )
+
+
+def recipe_summary(args, lr, global_batch, max_steps, restart: SlotRestart | None = None) -> dict:
     """The recipe as run, for the model card."""
     if not args.use_ema:
         ema = "no"
@@ -447,6 +528,7 @@ def recipe_summary(args, lr, global_batch, max_steps) -> dict:
         "discriminator loss": f"{args.disc_loss_weight:g}·hinge" if args.gan_weight > 0 else "no discriminator",
         "mixed precision": args.mixed_precision,
         "EMA": ema,
+        "dead-slot restart": slot_restart_summary(args, restart),
         "data": args.dataset_name or args.train_data_dir or "embedded demo photos",
         "augmentation": augmentation,
         "seed": args.seed,
@@ -521,13 +603,20 @@ def main(argv: list[str] | None = None) -> dict:
         num_workers=args.dataloader_num_workers,
         drop_last=True,
     )
-    eval_dataset, eval_description = build_eval_dataset(args)
-    eval_dataloader = DataLoader(
-        shard_for_process(eval_dataset, accelerator.process_index, accelerator.num_processes),
-        batch_size=args.train_batch_size,
-        collate_fn=collate_images,
-        num_workers=args.dataloader_num_workers,
-    )
+    eval_sets = [
+        (
+            prefix,
+            DataLoader(
+                shard_for_process(dataset, accelerator.process_index, accelerator.num_processes),
+                batch_size=args.train_batch_size,
+                collate_fn=collate_images,
+                num_workers=args.dataloader_num_workers,
+            ),
+            description,
+            "?" if isinstance(dataset, IterableDataset) else len(dataset),
+        )
+        for prefix, dataset, description in build_eval_datasets(args, model)
+    ]
 
     # ---- Accelerate, schedules, training state
     if discriminator is not None:
@@ -553,10 +642,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     usage = CodebookUsage(unwrapped.config.codebook_size, device=accelerator.device)  # since the last log
     ema = build_ema(args, unwrapped, accelerator.device)
+    slot_restart = build_slot_restart(args, unwrapped, codebook_frozen, log)
     progress = TrainingProgress()
     if register_and_resume(
         accelerator,
-        (scheduler, disc_scheduler, usage, ema, progress),
+        (scheduler, disc_scheduler, usage, ema, progress, slot_restart),
         checkpoints_dir,
         args.resume_from_checkpoint,
         log,
@@ -564,7 +654,7 @@ def main(argv: list[str] | None = None) -> dict:
         log(f"continuing at step {progress.global_step}")
     start_trackers(accelerator, "fvq_tokenizer", args, args.output_dir)
 
-    eval_images = "?" if isinstance(eval_dataset, IterableDataset) else len(eval_dataset)
+    eval_images = " + ".join(str(count) for *_, count in eval_sets)
     log(
         f"training {unwrapped.config.projector} tokenizer: {max_steps} steps, {accelerator.num_processes} process(es), "
         f"global batch {global_batch}, lr {lr:.3g} ({args.lr_scheduler}), {eval_images} eval images"
@@ -575,7 +665,7 @@ def main(argv: list[str] | None = None) -> dict:
     trained = [model, discriminator] if discriminator is not None else [model]
     disc_module = accelerator.unwrap_model(discriminator) if discriminator is not None else None
     last_layer = unwrapped.decoder.conv_out.weight
-    last_eval = None
+    last_evals: dict[str, tuple[object, str]] = {}  # prefix → (result, description)
     skipped_images = 0
 
     # ---- the loop: one batch per iteration, one optimizer step every --gradient_accumulation_steps batches
@@ -609,8 +699,13 @@ def main(argv: list[str] | None = None) -> dict:
                 disc_optimizer.step()
                 disc_optimizer.zero_grad(set_to_none=True)
         usage.update(out.indices)
+        if slot_restart is not None:
+            slot_restart.update(out.indices)
         if not accelerator.sync_gradients:  # a micro-batch: its gradients wait for the optimizer step
             continue
+        restarted = slot_restart.step(optimizer) if slot_restart is not None else []  # collective
+        if restarted:
+            log(f"step {progress.global_step + 1}: restarted bridge slot(s) {restarted} from the busiest live one(s)")
 
         scheduler.step()
         if disc_scheduler is not None:
@@ -622,7 +717,9 @@ def main(argv: list[str] | None = None) -> dict:
         step = progress.global_step
 
         if step % args.logging_steps == 0 or step == max_steps:
-            stats = usage.compute()  # collective: every process calls it
+            counts = usage.global_counts()  # collective: every process calls it
+            stats = UsageStats.from_counts(counts)
+            slots = live_slots(counts, unwrapped.config)
             usage.reset()
             logs = {
                 "loss": loss.detach().item(),
@@ -632,8 +729,15 @@ def main(argv: list[str] | None = None) -> dict:
                 "train_usage_window": stats.usage,
                 "skipped_images": skipped_images,
             }
+            if slots is not None:
+                logs["train_live_slots_window"] = slots[0]
+            if slot_restart is not None:
+                logs["slot_restarts"] = slot_restart.restarts
             accelerator.log(logs, step=step)
-            progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", usage=f"{stats.usage:.1%}")
+            postfix = {"loss": f"{logs['loss']:.4f}", "usage": f"{stats.usage:.1%}"}
+            if slots is not None:
+                postfix["slots"] = f"{slots[0]}/{slots[1]}"
+            progress_bar.set_postfix(**postfix)
             if accelerator.is_main_process:
                 with open(metrics_file, "a") as handle:
                     handle.write(json.dumps({"step": step, **logs}) + "\n")
@@ -643,15 +747,10 @@ def main(argv: list[str] | None = None) -> dict:
             logger.info(f"saved {path}")
 
         if step % args.eval_steps == 0 or step == max_steps:
-            last_eval = run_evaluation(
-                accelerator, unwrapped, ema, eval_dataloader, lpips, eval_description, args, step
-            )
-            extra = last_eval.extra
-            slots = f", live slots {extra['live_slots']}/{extra['slots']}" if "live_slots" in extra else ""
-            log(
-                f"step {step}: held-out usage {last_eval.usage:.2%} ({last_eval.used_codes:,} codes), "
-                f"perplexity {last_eval.perplexity:.1f}, PSNR {last_eval.psnr:.2f} dB, SSIM {last_eval.ssim:.3f}{slots}"
-            )
+            for prefix, dataloader, description, _ in eval_sets:
+                result = run_evaluation(accelerator, unwrapped, ema, dataloader, lpips, description, args, step, prefix)
+                last_evals[prefix] = (result, description)
+                log(f"step {step}: {describe_evaluation(result, description)}")
 
     # ---- outputs
     progress_bar.close()
@@ -667,12 +766,14 @@ def main(argv: list[str] | None = None) -> dict:
             final = FVQModel.from_config(unwrapped.config)
             final.load_state_dict(unwrapped.state_dict())
             ema.copy_to(final.parameters())
+        (last_eval, eval_description), *more_evaluations = last_evals.values() or [(None, eval_sets[0][2])]
         summary = save_trained_tokenizer(
             final,
             args.output_dir,
             evaluation=last_eval,
             eval_description=eval_description,
-            recipe=recipe_summary(args, lr, global_batch, max_steps),
+            more_evaluations=[(description, result) for result, description in more_evaluations],
+            recipe=recipe_summary(args, lr, global_batch, max_steps, slot_restart),
             hardware=hardware,
             wall_time=wall_time,
             base_model=args.pretrained_model_name_or_path,
@@ -683,20 +784,23 @@ def main(argv: list[str] | None = None) -> dict:
             hub_private=args.hub_private,
         )
         evaluated = (
-            f"held-out usage {last_eval.usage:.2%} ({last_eval.used_codes:,} of "
-            f"{unwrapped.config.codebook_size:,} codes), PSNR {last_eval.psnr:.2f} dB"
-            if last_eval is not None
-            else "not evaluated (no step was trained)"
+            "".join(f"\n  {describe_evaluation(result, description)}" for result, description in last_evals.values())
+            or " not evaluated (no step was trained)"
         )
         log(
-            f"done in {wall_time / 60:.1f} min: {evaluated}\n"
+            f"done in {wall_time / 60:.1f} min:{evaluated}\n"
             f"saved the folded tokenizer to {args.output_dir} (FVQModel.from_pretrained('{args.output_dir}')), "
             f"the unfolded one to {os.path.join(args.output_dir, 'unfolded')}"
             + (f"; pushed to {summary.get('hub_url')}" if args.push_to_hub else "")
         )
     accelerator.end_training()
     results = {
-        "evaluation": last_eval.as_dict() if last_eval else None,
+        "evaluation": last_evals["eval"][0].as_dict() if "eval" in last_evals else None,
+        **{
+            f"evaluation_{prefix.removeprefix('eval_')}": result.as_dict()
+            for prefix, (result, _) in last_evals.items()
+            if prefix != "eval"
+        },
         "steps": progress.global_step,
         "wall_time_seconds": wall_time,
         "num_processes": accelerator.num_processes,

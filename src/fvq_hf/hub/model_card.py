@@ -42,10 +42,13 @@ def eval_results(
     task_name: str = "image reconstruction",
     dataset_type: str = "custom",
     metric_names: dict[str, str] | None = None,
+    dataset_split: str | None = None,
 ) -> list[EvalResult]:
     """One ``model-index`` entry per metric (``{"psnr": 24.1, ...}``), values rounded to 6 decimals.
 
     ``metric_names`` maps a metric's key to its display name (default: :data:`RECONSTRUCTION_METRIC_NAMES`).
+    The Hub groups entries by task, dataset type, config and split (not by name), so two evaluation sets of
+    one card need different ``dataset_split``s.
     """
     names = RECONSTRUCTION_METRIC_NAMES if metric_names is None else metric_names
     return [
@@ -54,6 +57,7 @@ def eval_results(
             task_name=task_name,
             dataset_type=dataset_type,
             dataset_name=dataset_name,
+            dataset_split=dataset_split,
             metric_type=key,
             metric_value=round(float(value), 6),
             metric_name=names.get(key, key),
@@ -158,6 +162,7 @@ def trained_tokenizer_card(
     repo_id: str,
     evaluation=None,
     eval_description: str = "",
+    more_evaluations: list[tuple[str, object]] | None = None,
     recipe: dict | None = None,
     hardware: str = "",
     wall_time: float | None = None,
@@ -165,27 +170,35 @@ def trained_tokenizer_card(
     codebook_frozen: bool = False,
 ) -> ModelCard:
     """The card of a tokenizer trained by ``training/train_tokenizer.py``: model-index metrics, model, the
-    recipe as run (``recipe``: name → value, shown as given), hardware and wall time (seconds)."""
+    recipe as run (``recipe``: name → value, shown as given), hardware and wall time (seconds).
+
+    ``evaluation`` on ``eval_description`` leads; ``more_evaluations`` ((description, result) pairs) get their own
+    column in the table and their own ``model-index`` entries."""
     c = model.config
-    metrics = evaluation_metrics(evaluation)
     dataset_name = eval_description or "held-out images"
+    evaluations = [(dataset_name, evaluation)] if evaluation is not None else []
+    evaluations += [(description, result) for description, result in more_evaluations or [] if result is not None]
     departures = init_departures(c)
+    restart = (recipe or {}).get("dead-slot restart", "")
+    if "not in the paper" in restart:
+        departures.append(f"dead bridge slots were restarted from live ones ({restart})")
     return render_model_card(
         "trained_tokenizer.md",
-        model_card_data(model_name=repo_id, eval_results=eval_results(metrics, dataset_name), base_model=base_model),
+        model_card_data(
+            model_name=repo_id,
+            eval_results=[
+                entry
+                for description, result in evaluations
+                for entry in eval_results(
+                    evaluation_metrics(result), description, dataset_split=description if len(evaluations) > 1 else None
+                )
+            ],
+            base_model=base_model,
+        ),
         title=repo_id,
         base_model=base_model,
-        usage=f"{metrics['usage']:.2%}" if metrics else "not evaluated",
-        used_codes=f"{evaluation.used_codes:,}" if evaluation else "?",
+        evaluations=[evaluation_columns(description, result, c.codebook_size) for description, result in evaluations],
         codebook_size=f"{c.codebook_size:,}",
-        perplexity=f"{metrics['perplexity']:.1f}" if metrics else "?",
-        psnr=f"{metrics['psnr']:.2f}" if metrics else "?",
-        ssim=f"{metrics['ssim']:.4f}" if metrics else "?",
-        lpips=f"{metrics['lpips']:.4f}" if "lpips" in metrics else None,
-        rfid=f"{metrics['rfid']:.2f}" if "rfid" in metrics else None,
-        eval_images=evaluation.images if evaluation else 0,
-        eval_data=dataset_name,
-        protocol=evaluation.protocol if evaluation else "",
         architecture=(
             f"{tuple(c.block_out_channels)} channels, {c.layers_per_block} residual blocks per level, "
             f"{model.downsample_factor}× downsampling"
@@ -200,3 +213,20 @@ def trained_tokenizer_card(
         wall_time=f"{wall_time / 60:.1f} min" if wall_time is not None else "not recorded",
         repo_id=repo_id,
     )
+
+
+def evaluation_columns(description: str, result, codebook_size: int) -> dict:
+    """One evaluation as the card's table shows it (strings; LPIPS and rFID None when not measured)."""
+    extra = result.extra or {}
+    slots = f", {extra['live_slots']}/{extra['slots']} bridge slots alive" if "live_slots" in extra else ""
+    return {
+        "data": description,
+        "images": result.images,
+        "protocol": result.protocol,
+        "usage": f"{result.usage:.2%} ({result.used_codes:,} of {codebook_size:,} codes{slots})",
+        "perplexity": f"{result.perplexity:.1f}",
+        "psnr": f"{result.psnr:.2f} dB",
+        "ssim": f"{result.ssim:.4f}",
+        "lpips": f"{result.lpips:.4f}" if result.lpips is not None else None,
+        "rfid": f"{result.rfid:.2f}" if result.rfid is not None else None,
+    }

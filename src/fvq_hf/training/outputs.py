@@ -21,6 +21,7 @@ def save_trained_tokenizer(
     output_dir: str,
     evaluation=None,
     eval_description: str = "",
+    more_evaluations: list[tuple[str, object]] | None = None,
     recipe: dict | None = None,
     hardware: str = "",
     wall_time: float | None = None,
@@ -35,7 +36,8 @@ def save_trained_tokenizer(
 
     The folded model is what users load for inference; the unfolded one (raw codebook + projector) is what a
     fine-tune continues from. A model whose codebook was frozen (fine-tuned from a folded model) has no
-    unfolded form, and none is written. Returns ``{"output_dir", "metrics"[, "hub_url"]}``.
+    unfolded form, and none is written. ``more_evaluations`` ((description, result) pairs, e.g. the demo's unseen
+    photos beside its held-out bands) join ``evaluation`` in the card. Returns ``{"output_dir", "metrics"[, "hub_url"]}``.
     """
     model.fold().save_pretrained(output_dir)
     if not model.config.folded:  # raw codebook (+ projector): what a fine-tune continues from
@@ -46,6 +48,7 @@ def save_trained_tokenizer(
         repo_id,
         evaluation=evaluation,
         eval_description=eval_description,
+        more_evaluations=more_evaluations,
         recipe=recipe,
         hardware=hardware,
         wall_time=wall_time,
