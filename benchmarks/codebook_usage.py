@@ -1,20 +1,24 @@
 """Does the tokenizer really use every code? The same small image tokenizer with each projector, with and without annealing.
 
-    python benchmarks/codebook_usage.py                                   # K = 16,384, d = 256: 4 projectors × 2 schedules
+    python benchmarks/codebook_usage.py                                   # K = 4,096, d = 256: 9 runs, ~30 min on 2 CPU cores
+    python benchmarks/codebook_usage.py --codebook_size 16384 --steps 600 --device cuda
+    python benchmarks/codebook_usage.py --codebook_size 65536 --steps 1000 --device cuda
     python benchmarks/codebook_usage.py --projectors none vqbridge --no-without-annealing
-    python benchmarks/codebook_usage.py --codebook_size 65536 --steps 400 --device cuda
 
 Every run trains the ``tiny`` FVQ tokenizer (4× downsampling, 8 × 8 tokens per 32 px crop) on random crops of the
 demo photographs shipped in scikit-image, with the same seed, data order, optimizer and step budget; the
 projector (``none``, ``linear``, 5-layer ``mlp``, ``vqbridge``) and the learning-rate schedule (learning annealing
-or constant) are the only differences. Usage is exact: the fraction of the K codes chosen at least once over
-all tokens of the held-out crops, which come from photographs never trained on. Reported per run: usage,
-perplexity, PSNR, live bridge slots, seconds per training step. Prints a Markdown table, writes the JSON (a list
-of runs) and a plot of held-out usage against step to ``benchmarks/results/``.
+or constant) are the only differences, plus one VQBridge run without dead-slot restart (the paper's recipe
+exactly). Usage is exact, the fraction of the K codes chosen at least once, and is measured as the paper measures
+it, on images of the training distribution never trained on: the held-out bottom quarter of every training
+photograph. Beside it, the same on two photographs never seen. Each set has 16 tokens per code
+(``--eval_samples``). Reported per run: usage on both, perplexity, PSNR, live bridge slots, slot restarts, seconds
+per training step. Prints a Markdown table, writes the JSON (a list of runs) and a plot of usage against step to
+``benchmarks/results/``.
 
-Initialisation is the project's recipe for projected codebooks (``--codebook_init_std``,
-``--bridge_output_init_std``; see the README); the plain codebook keeps VQGAN's uniform(−1/K, 1/K), the
-baseline the paper compares against.
+Initialisation is the project's recipe for VQBridge (``--codebook_init_std``, ``--bridge_output_init_std``; see
+the README); the baselines keep VQGAN's uniform(−1/K, 1/K) (``--baseline_inits paper fair`` adds runs with the
+bridge's init).
 """
 
 from __future__ import annotations
@@ -28,19 +32,22 @@ import torch.nn.functional as F
 from comparison import (
     BRIDGE_FOR_SIZE,
     PROJECTORS,
+    add_baseline_init_argument,
     add_init_arguments,
     describe_init,
     plot_curve,
     print_table,
     raw_codebook_init_std,
+    run_plan,
     slots_text,
 )
 from provenance import save_runs
 from torch.utils.data import DataLoader
 
 from fvq_hf import FVQModel
-from fvq_hf.data import DemoCropDataset, collate_images
+from fvq_hf.data import DemoCropDataset, collate_images, demo_eval_samples
 from fvq_hf.evaluation import evaluate_tokenizer
+from fvq_hf.quantization import SlotRestart
 from fvq_hf.training import get_scheduler
 
 
@@ -53,21 +60,35 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_false",
         help="only run with learning annealing (default: each projector with and without)",
     )
-    p.add_argument("--codebook_size", type=int, default=16384, help="K (a perfect square)")
+    p.add_argument("--codebook_size", type=int, default=4096, help="K (a perfect square)")
     p.add_argument("--codebook_dim", type=int, default=256, help="d")
     p.add_argument(
-        "--steps", type=int, default=50, help="optimizer steps per run (CPU budget: 8 runs in about 13 minutes)"
+        "--steps", type=int, default=200, help="optimizer steps per run (CPU budget: 9 runs in about 30 minutes)"
     )
     p.add_argument("--resolution", type=int, default=32, help="crop size in pixels (a multiple of 4)")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument(
-        "--eval_samples", type=int, default=1024, help="held-out crops; their tokens should outnumber K several times"
+        "--eval_samples", type=int, default=None, help="crops of each held-out set (default: 16 tokens per code)"
     )
     p.add_argument(
-        "--eval_every", type=int, default=25, help="measure held-out usage every N steps (and at steps 0 and the last)"
+        "--eval_every", type=int, default=50, help="measure held-out usage every N steps (and at steps 0 and the last)"
+    )
+    p.add_argument(
+        "--slot_restart_steps",
+        type=int,
+        default=25,
+        help="VQBridge dead-slot restart window (the project's recipe; 0: off, the paper's)",
+    )
+    p.add_argument("--slot_restart_threshold", type=float, default=0.1, help="fraction of a slot's fair share")
+    p.add_argument(
+        "--no-restart-too",
+        dest="without_restart",
+        action="store_false",
+        help="skip the VQBridge run without slot restart (default: one with annealing, to show what restart does)",
     )
     add_init_arguments(p)
+    add_baseline_init_argument(p, default=("paper",))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -78,21 +99,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def evaluate(model: FVQModel, heldout: DataLoader) -> dict:
-    result, _ = evaluate_tokenizer(model, heldout)
-    return {
-        "usage": result.usage,
-        "perplexity": result.perplexity,
-        "used_codes": result.used_codes,
-        "psnr": result.psnr,
-        "live_slots": result.extra.get("live_slots"),
-        "slots": result.extra.get("slots"),
-    }
+def evaluate(model: FVQModel, heldout: dict[str, DataLoader]) -> dict:
+    """Usage, perplexity, PSNR and live slots on each held-out set: ``usage`` (the band), ``unseen_usage``, …"""
+    numbers = {}
+    for name, loader in heldout.items():
+        result, _ = evaluate_tokenizer(model, loader)
+        prefix = "" if name == "band" else f"{name}_"
+        numbers.update(
+            {
+                f"{prefix}usage": result.usage,
+                f"{prefix}perplexity": result.perplexity,
+                f"{prefix}used_codes": result.used_codes,
+                f"{prefix}psnr": result.psnr,
+                f"{prefix}live_slots": result.extra.get("live_slots"),
+                f"{prefix}slots": result.extra.get("slots"),
+            }
+        )
+    return numbers
 
 
-def run_one(projector: str, annealing: bool, args, heldout: DataLoader) -> dict:
+def run_one(
+    projector: str, annealing: bool, args, heldout: dict[str, DataLoader], baseline_init: str, restart: bool
+) -> dict:
     bridge = BRIDGE_FOR_SIZE.get(args.codebook_size, "L/4")  # smaller K: keep p = 4
-    init_std = raw_codebook_init_std(projector, args.codebook_init_std)
+    init_std = raw_codebook_init_std(projector, args.codebook_init_std, baseline_init)
     torch.manual_seed(args.seed)
     model = FVQModel.from_preset(
         "tiny",
@@ -104,6 +134,14 @@ def run_one(projector: str, annealing: bool, args, heldout: DataLoader) -> dict:
         codebook_init_std=init_std,
     ).to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.95))
+    slot_restart = None
+    if projector == "vqbridge" and restart:
+        slot_restart = SlotRestart(
+            model.quantize.projector,
+            every=args.slot_restart_steps,
+            threshold=args.slot_restart_threshold,
+            seed=args.seed,
+        )
     scheduler = get_scheduler(
         "annealing" if annealing else "constant", optimizer, args.steps, warmup_ratio=0.1 if annealing else 0.0
     )
@@ -122,6 +160,9 @@ def run_one(projector: str, annealing: bool, args, heldout: DataLoader) -> dict:
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if slot_restart is not None:
+            slot_restart.update(out.indices)
+            slot_restart.step(optimizer)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         train_seconds += time.perf_counter() - started
@@ -136,15 +177,13 @@ def run_one(projector: str, annealing: bool, args, heldout: DataLoader) -> dict:
         "codebook_dim": args.codebook_dim,
         "bridge": bridge if projector == "vqbridge" else None,
         "codebook_init": describe_init(init_std),
+        "baseline_init": None if projector == "vqbridge" else baseline_init,
+        "slot_restart": slot_restart is not None if projector == "vqbridge" else None,
+        "slot_restarts": slot_restart.restarts if slot_restart is not None else None,
         "steps": args.steps,
-        "usage": final["usage"],
-        "used_codes": final["used_codes"],
-        "perplexity": final["perplexity"],
-        "psnr": final["psnr"],
-        "live_slots": final["live_slots"] if projector == "vqbridge" else None,
-        "slots": final["slots"] if projector == "vqbridge" else None,
+        **{key: value for key, value in final.items() if key not in ("step", "train_loss")},
         "seconds_per_step": train_seconds / args.steps,
-        "heldout_tokens": args.eval_samples * (args.resolution // 4) ** 2,
+        "heldout_tokens_per_set": args.eval_samples * (args.resolution // 4) ** 2,
         "curve": curve,
     }
 
@@ -162,7 +201,7 @@ def plot(runs: list[dict], path: str) -> None:
         f"held-out codebook usage, tiny tokenizer, K = {runs[0]['codebook_size']:,}, d = {runs[0]['codebook_dim']}"
     )
     ax.set_xlabel("step")
-    ax.set_ylabel("codes used on held-out crops (%)")
+    ax.set_ylabel("codes used on the held-out bands (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -170,32 +209,59 @@ def plot(runs: list[dict], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def run_label(run: dict) -> str:
+    label = run["projector"]
+    if run["baseline_init"] == "fair":
+        label += f", {run['codebook_init']}"
+    if run["slot_restart"] is False:
+        label += ", no slot restart"
+    return label
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    heldout_set = DemoCropDataset("heldout", args.resolution, num_samples=args.eval_samples, seed=args.seed)
-    heldout = DataLoader(heldout_set, batch_size=256, collate_fn=collate_images)
+    if args.eval_samples is None:
+        args.eval_samples = demo_eval_samples(args.codebook_size, args.resolution // 4)
+    heldout = {
+        name: DataLoader(
+            DemoCropDataset(name, args.resolution, num_samples=args.eval_samples, seed=args.seed),
+            batch_size=256,
+            collate_fn=collate_images,
+        )
+        for name in ("band", "heldout")
+    }
+    heldout["unseen"] = heldout.pop("heldout")
+    plan = [(p, init, True) for p, init in run_plan(args.projectors, args.baseline_inits)]
+    if args.slot_restart_steps <= 0:
+        plan = [(p, init, False) for p, init, _ in plan]
+    plans = {True: plan, False: plan}
+    if args.without_restart and args.slot_restart_steps > 0 and "vqbridge" in args.projectors:
+        plans[True] = [*plan, ("vqbridge", "recipe", False)]
     runs = []
     for annealing in [True, False] if args.without_annealing else [True]:
-        for projector in args.projectors:
-            run = run_one(projector, annealing, args, heldout)
+        for projector, baseline_init, restart in plans[annealing]:
+            run = run_one(projector, annealing, args, heldout, baseline_init, restart)
             runs.append(run)
             slots = f", slots {slots_text(run)}" if run["live_slots"] is not None else ""
             print(
-                f"  {projector:<8} annealing={annealing!s:<5} held-out usage {run['usage']:7.2%} PSNR {run['psnr']:.2f} dB"
-                f"{slots}, {run['seconds_per_step']:.3f} s/step",
+                f"  {run_label(run):<28} annealing={annealing!s:<5} usage {run['usage']:7.2%} "
+                f"(unseen {run['unseen_usage']:7.2%}) PSNR {run['psnr']:.2f} dB{slots}, "
+                f"{run['seconds_per_step']:.3f} s/step",
                 flush=True,
             )
 
     print_table(
         runs,
         [
-            ("projector", lambda r: r["projector"]),
+            ("projector", run_label),
             ("annealing", lambda r: "yes" if r["annealing"] else "no"),
-            ("held-out usage", lambda r: f"{r['usage']:.2%}"),
+            ("usage, held-out bands", lambda r: f"{r['usage']:.2%}"),
             ("used codes", lambda r: f"{r['used_codes']:,}"),
             ("live slots", slots_text),
+            ("usage, unseen photos", lambda r: f"{r['unseen_usage']:.2%}"),
             ("perplexity", lambda r: f"{r['perplexity']:,.0f}"),
             ("PSNR (dB)", lambda r: f"{r['psnr']:.2f}"),
+            ("slot restarts", lambda r: "–" if r["slot_restarts"] is None else str(r["slot_restarts"])),
             ("s/step", lambda r: f"{r['seconds_per_step']:.3f}"),
         ],
     )

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 PROJECTORS = ["none", "linear", "mlp", "vqbridge"]
 # the paper's bridge for each size: about 1,024 bridge tokens as K grows
-BRIDGE_FOR_SIZE = {16384: "L/4", 65536: "L/8", 262144: "L/8"}
+BRIDGE_FOR_SIZE = {4096: "L/4", 16384: "L/4", 65536: "L/8", 262144: "L/8"}
 COLOURS = {"none": "tab:gray", "linear": "tab:blue", "mlp": "tab:orange", "vqbridge": "tab:green"}
 
 
@@ -49,11 +49,11 @@ def run_plan(projectors: list[str], baseline_inits: list[str]) -> list[tuple[str
     ]
 
 
-def add_baseline_init_argument(parser) -> None:
+def add_baseline_init_argument(parser, default: tuple[str, ...] = BASELINE_INITS) -> None:
     parser.add_argument(
         "--baseline_inits",
         nargs="+",
-        default=list(BASELINE_INITS),
+        default=list(default),
         choices=BASELINE_INITS,
         help="raw-codebook init of the baselines: paper (uniform ±1/K) and/or fair (the bridge's N(0, std²))",
     )

@@ -37,12 +37,21 @@ def test_codebook_scaling_writes_a_list_of_runs_and_a_plot(tmp_path):
         text=True,
         check=True,
     )
-    assert "| K | projector | annealing | usage |" in result.stdout
+    assert "| K | projector | raw codebook init | annealing | usage |" in result.stdout
     runs = json.loads(out.with_suffix(".json").read_text())
-    assert isinstance(runs, list) and len(runs) == 8  # 4 projectors × with and without annealing
-    assert {r["projector"] for r in runs} == {"none", "linear", "mlp", "vqbridge"} and {
-        r["annealing"] for r in runs
-    } == {True, False}
+    # every baseline with both raw-codebook inits, VQBridge once, each with and without annealing
+    assert isinstance(runs, list) and len(runs) == 14
+    assert {(r["projector"], r["codebook_init"], r["annealing"]) for r in runs} == {
+        (p, init, a)
+        for p, inits in [
+            ("none", ("uniform(-1/K, 1/K)", "N(0, 0.02^2)")),
+            ("linear", ("uniform(-1/K, 1/K)", "N(0, 0.02^2)")),
+            ("mlp", ("uniform(-1/K, 1/K)", "N(0, 0.02^2)")),
+            ("vqbridge", ("N(0, 0.02^2)",)),
+        ]
+        for init in inits
+        for a in (True, False)
+    }
     for run in runs:
         for key in (
             "codebook_size",
@@ -53,8 +62,10 @@ def test_codebook_scaling_writes_a_list_of_runs_and_a_plot(tmp_path):
             "psnr",
             "seconds_per_step",
             "commit",
+            "benchmark_seconds",
         ):
             assert key in run
+        assert {"torch", "numpy", "pillow", "cpu_count", "torch_threads"} <= set(run["machine"])
         assert 0 <= run["usage"] <= 1 and [c["step"] for c in run["curve"]] == [0, 2, 4]
         assert run["targets"] == 512 and abs(run["uniform_assignment_usage"] - 0.8647) < 1e-3  # 1 − e^−2
     bridge = next(r for r in runs if r["projector"] == "vqbridge")
@@ -89,11 +100,15 @@ def test_codebook_usage_trains_every_projector_and_schedule_on_demo_photos(tmp_p
         text=True,
         check=True,
     )
-    assert "| projector | annealing | held-out usage |" in result.stdout
+    assert "| projector | annealing | usage, held-out bands | used codes | live slots | usage, unseen photos |" in (
+        result.stdout
+    )
     runs = json.loads(out.with_suffix(".json").read_text())
-    assert len(runs) == 8 and {(r["projector"], r["annealing"]) for r in runs} == {
-        (p, a) for p in ("none", "linear", "mlp", "vqbridge") for a in (True, False)
-    }
+    # 4 projectors × with and without annealing, and VQBridge with annealing but no slot restart (the paper's)
+    assert len(runs) == 9 and sorted((r["projector"], r["annealing"], r["slot_restart"]) for r in runs) == sorted(
+        [(p, a, True if p == "vqbridge" else None) for p in ("none", "linear", "mlp", "vqbridge") for a in (True, False)]
+        + [("vqbridge", True, False)]
+    )
     for run in runs:
         for key in (
             "codebook_size",
@@ -106,12 +121,15 @@ def test_codebook_usage_trains_every_projector_and_schedule_on_demo_photos(tmp_p
             "commit",
         ):
             assert key in run
-        assert run["codebook_size"] == 256 and run["heldout_tokens"] == 8 * 16
-        # usage is exact over the 128 held-out tokens: at most 128 of the 256 codes
-        assert 0 < run["usage"] <= 128 / 256 and run["used_codes"] == round(run["usage"] * 256)
+        assert run["codebook_size"] == 256 and run["heldout_tokens_per_set"] == 8 * 16
+        # usage is exact over the 128 tokens of each held-out set: at most 128 of the 256 codes
+        for prefix in ("", "unseen_"):
+            assert 0 < run[f"{prefix}usage"] <= 128 / 256
+            assert run[f"{prefix}used_codes"] == round(run[f"{prefix}usage"] * 256)
         assert [c["step"] for c in run["curve"]] == [0, 1, 2] and run["psnr"] > 0
-    # the plain codebook keeps VQGAN's init; every projector gets the same raw-codebook init
-    assert {r["codebook_init"] for r in runs if r["projector"] != "none"} == {"N(0, 0.02^2)"}
+    # the baselines keep VQGAN's init (the paper's), VQBridge gets the project's
+    assert {r["codebook_init"] for r in runs if r["projector"] != "vqbridge"} == {"uniform(-1/K, 1/K)"}
+    assert {r["codebook_init"] for r in runs if r["projector"] == "vqbridge"} == {"N(0, 0.02^2)"}
     assert out.with_suffix(".png").stat().st_size > 1000
 
 
