@@ -535,3 +535,4 @@ def test_paper_configs_use_the_official_recipe_details():
             0.5,
         )
         assert not args.codebook_init_l2 and not args.l2_normalize
+        assert args.slot_restart_steps == 0  # no dead-slot restart: the paper's recipe exactly
