@@ -106,7 +106,11 @@ def test_codebook_usage_trains_every_projector_and_schedule_on_demo_photos(tmp_p
     runs = json.loads(out.with_suffix(".json").read_text())
     # 4 projectors × with and without annealing, and VQBridge with annealing but no slot restart (the paper's)
     assert len(runs) == 9 and sorted((r["projector"], r["annealing"], r["slot_restart"]) for r in runs) == sorted(
-        [(p, a, True if p == "vqbridge" else None) for p in ("none", "linear", "mlp", "vqbridge") for a in (True, False)]
+        [
+            (p, a, True if p == "vqbridge" else None)
+            for p in ("none", "linear", "mlp", "vqbridge")
+            for a in (True, False)
+        ]
         + [("vqbridge", True, False)]
     )
     for run in runs:

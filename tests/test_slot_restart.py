@@ -31,7 +31,10 @@ def test_a_slot_under_its_share_is_restarted_from_the_busiest_with_its_optimizer
         restart.update(rare[:1])  # 1 token against a fair share of 25: under a tenth of it
         restarted = restart.step(optimizer)
         assert restarted == ([] if step < 2 else [2])
-    rows = lambda s: slice(s * D, (s + 1) * D)  # noqa: E731 - slot s is rows s·d … (s + 1)·d of the last Linear
+
+    def rows(slot: int) -> slice:  # slot s is rows s·d … (s + 1)·d of the last Linear
+        return slice(slot * D, (slot + 1) * D)
+
     new, donor = linear.weight.detach()[rows(2)], before[rows(1)]
     noise = (new - donor).pow(2).mean().sqrt() / donor.pow(2).mean().sqrt()
     assert 0.02 < noise < 0.1  # the donor's rows plus 5 % noise
