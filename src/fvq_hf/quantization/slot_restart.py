@@ -8,8 +8,8 @@ a few photographs it happens in the first steps (the CPU demo loses 1 to 2 of it
 run 7 of 16).
 
 :class:`SlotRestart` counts the slot of every chosen code. Every ``every`` optimizer steps it looks at the
-window just ended (summed over all processes): a slot that no token chose is restarted from the busiest live
-slot. Its rows of the last Linear become the donor's plus Gaussian noise of ``noise`` × the donor rows' RMS,
+window just ended (summed over all processes): a slot that got under ``threshold`` of its fair share of the
+tokens (none, or a few stray ones) is restarted from the busiest live slot. Its rows of the last Linear become the donor's plus Gaussian noise of ``noise`` × the donor rows' RMS,
 and their Adam moments the donor's, so the revived codes sit beside the donor's codes, take part of their
 tokens and from then on get gradient of their own; it is the dead-code restart of plain codebooks (e.g.
 SoundStream, lucidrains' ``threshold_ema_dead_code``) applied to whole slots, the unit that dies behind a bridge.
