@@ -38,6 +38,7 @@ from comparison import (
     plot_curve,
     print_table,
     raw_codebook_init_std,
+    run_label,
     run_plan,
     slots_text,
 )
@@ -209,38 +210,28 @@ def plot(runs: list[dict], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def run_label(run: dict) -> str:
-    label = run["projector"]
-    if run["baseline_init"] == "fair":
-        label += f", {run['codebook_init']}"
-    if run["slot_restart"] is False:
-        label += ", no slot restart"
-    return label
-
-
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     if args.eval_samples is None:
         args.eval_samples = demo_eval_samples(args.codebook_size, args.resolution // 4)
     heldout = {
         name: DataLoader(
-            DemoCropDataset(name, args.resolution, num_samples=args.eval_samples, seed=args.seed),
+            DemoCropDataset(split, args.resolution, num_samples=args.eval_samples, seed=args.seed),
             batch_size=256,
             collate_fn=collate_images,
         )
-        for name in ("band", "heldout")
+        for name, split in (("band", "band"), ("unseen", "heldout"))
     }
-    heldout["unseen"] = heldout.pop("heldout")
-    plan = [(p, init, True) for p, init in run_plan(args.projectors, args.baseline_inits)]
-    if args.slot_restart_steps <= 0:
-        plan = [(p, init, False) for p, init, _ in plan]
-    plans = {True: plan, False: plan}
-    if args.without_restart and args.slot_restart_steps > 0 and "vqbridge" in args.projectors:
-        plans[True] = [*plan, ("vqbridge", "recipe", False)]
+    restart = args.slot_restart_steps > 0
+    plan = [(p, init, restart) for p, init in run_plan(args.projectors, args.baseline_inits)]
+    # with annealing only: one VQBridge run without restart, the paper's recipe exactly
+    paper_bridge = (
+        [("vqbridge", "recipe", False)] if restart and args.without_restart and "vqbridge" in args.projectors else []
+    )
     runs = []
     for annealing in [True, False] if args.without_annealing else [True]:
-        for projector, baseline_init, restart in plans[annealing]:
-            run = run_one(projector, annealing, args, heldout, baseline_init, restart)
+        for projector, baseline_init, with_restart in plan + (paper_bridge if annealing else []):
+            run = run_one(projector, annealing, args, heldout, baseline_init, with_restart)
             runs.append(run)
             slots = f", slots {slots_text(run)}" if run["live_slots"] is not None else ""
             print(

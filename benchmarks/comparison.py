@@ -63,15 +63,19 @@ def describe_init(std: float | None) -> str:
     return "uniform(-1/K, 1/K)" if std is None else f"N(0, {std:g}^2)"
 
 
-def plot_curve(ax, run: dict) -> None:
-    """One run's usage against step: colour by projector, dashed without annealing."""
+def run_label(run: dict) -> str:
+    """The projector of a run, with what sets it apart: the bridge's init on a baseline, no slot restart."""
     label = run["projector"]
     if run.get("baseline_init") == "fair":
         label += f", {run['codebook_init']}"
-    if run.get("slot_restart") is False and run["projector"] == "vqbridge":
+    if run.get("slot_restart") is False:
         label += ", no slot restart"
-    if not run["annealing"]:
-        label += " (no annealing)"
+    return label
+
+
+def plot_curve(ax, run: dict) -> None:
+    """One run's usage against step: colour by projector, dashed without annealing."""
+    label = run_label(run) + ("" if run["annealing"] else " (no annealing)")
     ax.plot(
         [c["step"] for c in run["curve"]],
         [100 * c["usage"] for c in run["curve"]],

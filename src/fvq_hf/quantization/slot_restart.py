@@ -39,8 +39,6 @@ class SlotRestart:
             is dead; ``0`` restarts only slots no token chose at all. Slots rarely die outright on small data:
             a few stray tokens keep choosing them while every held-out image ignores them.
         noise: standard deviation of the noise added to the donor's rows, relative to their RMS.
-        until: no restart after this optimizer step (``None``: until the end), so the last revived slots have
-            time to spread before training ends.
         seed: seed of the noise (with the step, so every process and every resume draws the same).
     """
 
@@ -50,7 +48,6 @@ class SlotRestart:
         every: int = 25,
         threshold: float = 0.1,
         noise: float = 0.1,
-        until: int | None = None,
         seed: int = 0,
     ):
         if every < 1:
@@ -60,7 +57,7 @@ class SlotRestart:
         if noise < 0:
             raise ValueError(f"SlotRestart(noise={noise}): the noise scale cannot be negative")
         self.bridge, self.every, self.threshold = bridge, every, threshold
-        self.noise, self.until, self.seed = noise, until, seed
+        self.noise, self.seed = noise, seed
         self.num_slots = bridge.config.patch_size**2
         self.counts = torch.zeros(self.num_slots, dtype=torch.long)
         self.steps_in_window = 0
@@ -82,8 +79,6 @@ class SlotRestart:
         counts = all_reduce_sum(self.counts).cpu().clone()  # not a view of the counts zeroed next
         self.counts.zero_()
         self.steps_in_window = 0
-        if self.until is not None and self.optimizer_steps > self.until:
-            return []
         self.last_counts = counts
         fair_share = counts.sum().item() / self.num_slots
         dead = torch.nonzero(counts <= self.threshold * fair_share).flatten().tolist()
