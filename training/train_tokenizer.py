@@ -774,6 +774,11 @@ def main(argv: list[str] | None = None) -> dict:
             eval_description=eval_description,
             more_evaluations=[(description, result) for result, description in more_evaluations],
             recipe=recipe_summary(args, lr, global_batch, max_steps, slot_restart),
+            training_departures=(
+                [f"dead bridge slots were restarted from live ones ({slot_restart_summary(args, slot_restart)})"]
+                if slot_restart is not None
+                else []
+            ),
             hardware=hardware,
             wall_time=wall_time,
             base_model=args.pretrained_model_name_or_path,

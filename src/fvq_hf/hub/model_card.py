@@ -168,9 +168,11 @@ def trained_tokenizer_card(
     wall_time: float | None = None,
     base_model: str | None = None,
     codebook_frozen: bool = False,
+    training_departures: list[str] | None = None,
 ) -> ModelCard:
     """The card of a tokenizer trained by ``training/train_tokenizer.py``: model-index metrics, model, the
     recipe as run (``recipe``: name → value, shown as given), hardware and wall time (seconds).
+    ``training_departures`` (one sentence each) join the initialisation's departures from the paper.
 
     ``evaluation`` on ``eval_description`` leads; ``more_evaluations`` ((description, result) pairs) get their own
     column in the table and their own ``model-index`` entries."""
@@ -178,10 +180,7 @@ def trained_tokenizer_card(
     dataset_name = eval_description or "held-out images"
     evaluations = [(dataset_name, evaluation)] if evaluation is not None else []
     evaluations += [(description, result) for description, result in more_evaluations or [] if result is not None]
-    departures = init_departures(c)
-    restart = (recipe or {}).get("dead-slot restart", "")
-    if "not in the paper" in restart:
-        departures.append(f"dead bridge slots were restarted from live ones ({restart})")
+    departures = init_departures(c) + list(training_departures or [])
     return render_model_card(
         "trained_tokenizer.md",
         model_card_data(

@@ -27,6 +27,7 @@ def save_trained_tokenizer(
     wall_time: float | None = None,
     base_model: str | None = None,
     codebook_frozen: bool = False,
+    training_departures: list[str] | None = None,
     push_to_hub: bool = False,
     hub_model_id: str | None = None,
     hub_token: str | None = None,
@@ -54,6 +55,7 @@ def save_trained_tokenizer(
         wall_time=wall_time,
         base_model=base_model,
         codebook_frozen=codebook_frozen,
+        training_departures=training_departures,
     )
     url = save_card_and_push(
         card,
