@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import types
 import urllib.request
@@ -42,6 +43,7 @@ from fvq_hf.space import (
     working_size,
 )
 from fvq_hf.space.generation import label_choices
+from fvq_hf.space.result_files import ResultFiles
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "spaces"
@@ -228,6 +230,39 @@ def test_reconstruct_is_the_models_output(tmp_path):
     assert result.psnr == pytest.approx(10 * np.log10(255**2 / mse))
     assert result.token_map.size == (64, 64) and result.difference.size == (64, 64)
     assert result.stats()["tokens"] == [16, 16]
+
+
+def test_result_files_give_every_identical_result_a_complete_file_of_its_own(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8))
+    files = ResultFiles(tmp_path / "results")
+
+    def save_and_read(_):  # the same image from many requests at once, each read back as soon as it is returned
+        path = files.save(image, "recon")
+        return path, np.asarray(Image.open(path).convert("RGB"))
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(save_and_read, range(64)))
+    paths = [path for path, _ in results]
+    assert len(set(paths)) == 64 and all(os.path.basename(p).startswith("recon-") for p in paths)
+    for _, pixels in results:
+        assert np.array_equal(pixels, np.asarray(image))
+    assert sorted(os.listdir(tmp_path / "results")) == sorted(os.path.basename(p) for p in paths)
+
+
+def test_result_files_older_than_their_age_are_removed_as_new_ones_come(tmp_path):
+    files = ResultFiles(tmp_path, max_age_s=60)
+    image = Image.new("RGB", (8, 8), "red")
+    old, recent = files.save(image), files.save(image)
+    os.utime(old, (time.time() - 120, time.time() - 120))
+    new = files.save(image)
+    assert not os.path.exists(old) and os.path.exists(recent) and os.path.exists(new)
+    default = ResultFiles()
+    assert os.path.realpath(default.folder).startswith(os.path.realpath(tempfile.gettempdir()))
+    os.rmdir(default.folder)
+    with pytest.raises(ValueError, match="max_age_s"):
+        ResultFiles(tmp_path, max_age_s=0)
 
 
 def test_token_map_colours_each_code_the_same_way():

@@ -30,6 +30,7 @@ from .models import (
     pick_device,
     read_card_usage,
 )
+from .result_files import ResultFiles
 from .ui import build_demo, example_photos, gpu_decorator, launch_demo
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "ModelSpec",
     "ModelUnavailable",
     "Reconstruction",
+    "ResultFiles",
     "SpaceConfig",
     "build_demo",
     "difference_map",

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from .generation import MAX_IMAGES, label_choices, stream_generation
 from .images import MAX_FILE_SIZE, MAX_PIXELS, ImageInputError, load_image, reconstruct
 from .models import ModelRegistry, ModelUnavailable, SpaceConfig, load_space_config
+from .result_files import ResultFiles
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,9 @@ def build_demo(
     device_note = "GPU" if registry.device.type == "cuda" else "CPU (no GPU here: expect seconds, not milliseconds)"
     if examples is None:
         examples = example_photos()
+    # every result image goes out as a file of its own (see result_files: Gradio's own PIL caching is not safe
+    # for identical results of concurrent requests)
+    result_files = ResultFiles()
 
     # ------------------------------------------------------------------ handlers
     @gpu
@@ -163,7 +167,14 @@ def build_demo(
             "input_notes": loaded.notes,
         }
         summary = reconstruction_summary(result, usage, loaded.notes)
-        return result.input, result.reconstruction, result.difference, result.token_map, summary, stats
+        images = [
+            result_files.save(image, name)
+            for image, name in zip(
+                (result.input, result.reconstruction, result.difference, result.token_map),
+                ("input", "reconstruction", "difference", "tokens"),
+            )
+        ]
+        return (*images, summary, stats)
 
     progress_tracker = gr.Progress()
 
@@ -195,14 +206,15 @@ def build_demo(
                     seconds = time.perf_counter() - started
                     captions = [f"{label} · seed {seed} · {i + 1}" for i in range(len(update.images))]
                     yield (
-                        list(zip(update.images, captions)),
+                        list(zip([result_files.save(image, "sample") for image in update.images], captions)),
                         (
                             f"Done: {len(update.images)} image(s) of **{label}**, seed {seed}, "
                             f"{update.total} tokens each, in {seconds:.2f} s."
                         ),
                     )
                 elif update.images is not None:
-                    yield update.images, f"Sampling: row {update.step // grid} of {grid} ({update.step} tokens)…"
+                    previews = [result_files.save(image, "preview") for image in update.images]
+                    yield previews, f"Sampling: row {update.step // grid} of {grid} ({update.step} tokens)…"
         except Exception as error:  # noqa: BLE001 - every failure becomes a message in the page
             raise _user_error(error) from None
 
