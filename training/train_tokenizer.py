@@ -502,7 +502,7 @@ def recipe_summary(args, lr, global_batch, max_steps, restart: SlotRestart | Non
     else:
         ema = f"diffusers EMAModel, decay (1 + t) / (10 + t) up to {args.ema_decay}"
     if not (args.dataset_name or args.train_data_dir):
-        augmentation = "random zoomed-out crops of the demo photos + flip"
+        augmentation = "random crops of the demo photos, 1-3x the resolution (the scales a held-out band holds), + flip"
     elif args.train_crop == "adm":
         augmentation = "ADM random crop (short side resized to [r, r/0.8], random r×r crop) + flip"
     else:

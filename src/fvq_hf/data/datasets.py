@@ -46,17 +46,20 @@ def list_image_files(root: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ transforms
-def random_crop_flip(image: Image.Image, size: int, generator: random.Random, max_zoom_out: float = 1.0) -> Image.Image:
-    """A random square crop resized to ``size`` (side between the short side / ``max_zoom_out`` and the short
-    side, never below ``size``), flipped horizontally with probability ½."""
+def random_crop_flip(
+    image: Image.Image, size: int, generator: random.Random, max_zoom_out: float = 1.0, max_side: int | None = None
+) -> Image.Image:
+    """A random square crop resized to ``size``, flipped horizontally with probability ½. Its side is drawn
+    uniformly between ``largest / max_zoom_out`` and ``largest`` (never below ``size``), where ``largest`` is the
+    image's short side, or ``max_side`` where that is smaller."""
     w, h = image.size
     short = min(w, h)
     if short < size:  # upscale small images so a crop fits
         image = image.resize((max(size, round(w * size / short)), max(size, round(h * size / short))), Image.BICUBIC)
         w, h = image.size
         short = min(w, h)
-    low = max(size, int(short / max_zoom_out))
-    side = generator.randint(low, short)
+    largest = short if max_side is None else max(size, min(short, max_side))
+    side = generator.randint(max(size, int(largest / max_zoom_out)), largest)
     left, top = generator.randint(0, w - side), generator.randint(0, h - side)
     crop = image.crop((left, top, left + side, top + side))
     if side != size:
@@ -198,9 +201,12 @@ class DemoCropDataset(_Augmented, Dataset):
     - ``"band"``: those bands, never trained on: the same photographs, held out;
     - ``"heldout"``: two other photographs, never seen.
 
-    Crops are square, between 1 / ``max_zoom_out`` of the region's short side and all of it, resized to
-    ``resolution`` and flipped with probability ½, so a small crop still shows structure. Crops of ``"band"`` and
-    ``"heldout"`` are the same for an index every time.
+    Every photograph is first brought down to a short side of at most 4 × ``resolution`` × ``max_zoom_out``
+    (384 px at the defaults). Crops are square, resized to ``resolution`` and flipped with probability ½; their
+    side is drawn uniformly from [``resolution``, ``resolution`` × ``max_zoom_out``] in every split, capped per
+    photograph by the height of its band, so training and evaluation crops show the same scales: a band is
+    only a quarter of the photo high, and crops up to the training region's whole height would train on
+    coarser views than any band holds. Crops of ``"band"`` and ``"heldout"`` are the same for an index every time.
     """
 
     def __init__(
@@ -210,7 +216,7 @@ class DemoCropDataset(_Augmented, Dataset):
         num_samples: int = 4096,
         train: bool | None = None,
         seed: int = 0,
-        max_zoom_out: float = 6.0,
+        max_zoom_out: float = 3.0,
         heldout_band: float = DEMO_HELDOUT_BAND,
     ):
         if split not in ("train", "band", "heldout"):
@@ -223,26 +229,30 @@ class DemoCropDataset(_Augmented, Dataset):
         super().__init__(resolution, train, seed, max_zoom_out)
         self.split, self.heldout_band = split, heldout_band
         # downscale once so crops are drawn at a handful of scales, not from 4-megapixel originals
-        self.photos = []
+        self.photos, self.largest_crops = [], []
         for image in load_demo_photos("heldout" if split == "heldout" else "train").values():
-            scale = min(1.0, resolution * max_zoom_out * 2 / min(image.size))
+            scale = min(1.0, 4 * resolution * max_zoom_out / min(image.size))
             size = (max(resolution, round(image.size[0] * scale)), max(resolution, round(image.size[1] * scale)))
             image = image.resize(size, Image.BICUBIC) if scale < 1 else image
+            largest = round(resolution * max_zoom_out)
             if split != "heldout" and heldout_band > 0:
-                top = image.size[1] - max(resolution, round(image.size[1] * heldout_band))
+                band = max(resolution, round(image.size[1] * heldout_band))
+                largest = min(largest, band)
+                top = image.size[1] - band
                 image = image.crop((0, top, *image.size) if split == "band" else (0, 0, image.size[0], top))
             self.photos.append(image)
+            self.largest_crops.append(largest)
         self.num_samples = num_samples
 
     def __len__(self) -> int:
         return self.num_samples
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        photo = self.photos[index % len(self.photos)]
-        if self.train:
-            return self.transform(photo, index)
-        # evaluation: the same crop (and flip) for an index every time
-        crop = random_crop_flip(photo, self.resolution, _generator(self.seed + 1, 0, index), self.max_zoom_out)
+        photo = index % len(self.photos)
+        # training: a new crop every epoch; evaluation: the same crop (and flip) for an index every time
+        generator = _generator(self.seed, self.epoch, index) if self.train else _generator(self.seed + 1, 0, index)
+        largest = self.largest_crops[photo]
+        crop = random_crop_flip(self.photos[photo], self.resolution, generator, largest / self.resolution, largest)
         return pil_to_tensor(crop)
 
 
