@@ -41,6 +41,31 @@ def test_the_band_split_holds_out_the_bottom_of_every_training_photo_and_trainin
         DemoCropDataset("band", heldout_band=0)
 
 
+def test_train_and_band_crops_of_a_photo_are_drawn_at_the_same_scales(monkeypatch):
+    train = DemoCropDataset("train", resolution=32, num_samples=700)
+    band = DemoCropDataset("band", resolution=32, num_samples=700, seed=0)
+    heldout = DemoCropDataset("heldout", resolution=32, num_samples=8)
+    assert train.largest_crops == band.largest_crops
+    assert all(32 <= largest <= 96 for largest in train.largest_crops) and heldout.largest_crops == [96, 96]
+    sides = {"train": [], "band": []}
+    real_crop = Image.Image.crop
+
+    for name, dataset in (("train", train), ("band", band)):
+
+        def recording_crop(image, box, name=name):  # the square each crop is cut as, before its resize
+            sides[name].append(box[2] - box[0])
+            return real_crop(image, box)
+
+        monkeypatch.setattr(Image.Image, "crop", recording_crop)
+        for index in range(0, 700, 7):  # photo 0 of seven every time
+            dataset[index]
+    monkeypatch.setattr(Image.Image, "crop", real_crop)
+    largest = train.largest_crops[0]
+    for drawn in sides.values():
+        assert min(drawn) >= 32 and max(drawn) <= largest
+        assert max(drawn) > largest - 16 and min(drawn) < 48  # both ends of the range are drawn
+
+
 def test_demo_eval_sets_give_sixteen_tokens_per_code():
     assert demo_eval_samples(4096, 8) == 1024 and demo_eval_samples(16384, 8) == 4096
     assert demo_eval_samples(256, 4, tokens_per_code=2) == 32 and demo_eval_samples(100, 3) == 178
