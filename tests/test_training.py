@@ -496,7 +496,10 @@ def test_ema_has_a_fixed_decay_from_the_first_step_and_diffusers_warmup_is_selec
     for e2, e1, w2 in zip(ema_2, ema_1, weights_2, strict=True):
         torch.testing.assert_close(e2, 0.5 * e1 + 0.5 * w2)
     card = (tmp_path / "fixed" / "README.md").read_text()
-    assert "decay 0.5 from the first step (official)" in card and "random zoomed-out crops of the demo photos" in card
+    assert (
+        "decay 0.5 from the first step (official)" in card
+        and "random crops of the demo photos, 1-3x the resolution" in card
+    )
 
     run([TRAIN, *args, "--ema_schedule", "warmup", "--output_dir", str(tmp_path / "warmup")])
     ema_1, weights_1 = _ema_and_weights(tmp_path / "warmup", 1)

@@ -344,8 +344,8 @@ def build_dataset(
 ) -> Dataset | IterableDataset:
     """The training set the flags describe: a folder, a ``datasets`` dataset, or (neither) the demo photos.
 
-    ``crop`` applies to a folder or a ``datasets`` dataset; the demo photos keep their zoomed-out crops, which
-    show a small crop size enough structure.
+    ``crop`` applies to a folder or a ``datasets`` dataset; the demo photos keep their own crops (sides of 1-3x
+    the resolution, the scales their held-out bands hold).
     """
     if dataset_name and train_data_dir:
         raise ValueError("pass --dataset_name or --train_data_dir, not both")
