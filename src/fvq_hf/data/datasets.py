@@ -251,8 +251,10 @@ class DemoCropDataset(_Augmented, Dataset):
         photo = index % len(self.photos)
         # training: a new crop every epoch; evaluation: the same crop (and flip) for an index every time
         generator = _generator(self.seed, self.epoch, index) if self.train else _generator(self.seed + 1, 0, index)
-        largest = self.largest_crops[photo]
-        crop = random_crop_flip(self.photos[photo], self.resolution, generator, largest / self.resolution, largest)
+        # sides from the resolution up to this photo's largest crop, whatever fraction of the region that is
+        crop = random_crop_flip(
+            self.photos[photo], self.resolution, generator, max_zoom_out=math.inf, max_side=self.largest_crops[photo]
+        )
         return pil_to_tensor(crop)
 
 
