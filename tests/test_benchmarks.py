@@ -100,7 +100,7 @@ def test_codebook_usage_trains_every_projector_and_schedule_on_demo_photos(tmp_p
         text=True,
         check=True,
     )
-    assert "| projector | annealing | usage, held-out bands | used codes | live slots | usage, unseen photos |" in (
+    assert "| projector | annealing | usage, held-out cells | used codes | live slots | usage, unseen photos |" in (
         result.stdout
     )
     runs = json.loads(out.with_suffix(".json").read_text())

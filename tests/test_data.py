@@ -1,14 +1,19 @@
+import random
+
 import pytest
 import torch
 from PIL import Image
 
 from fvq_hf.data import (
+    DEMO_HELDOUT_CELLS,
     DemoCropDataset,
     HFImageDataset,
     ImageFolderDataset,
     build_dataset,
     collate_images,
     demo_eval_samples,
+    demo_heldout_boxes,
+    random_crop_flip,
 )
 
 
@@ -23,41 +28,76 @@ def test_demo_crops_are_deterministic_per_epoch_and_index():
     assert torch.equal(held[2], held[2]) and not held.train
 
 
-def test_the_band_split_holds_out_the_bottom_of_every_training_photo_and_training_never_sees_it():
-    train = DemoCropDataset("train", resolution=32, num_samples=8)
-    band = DemoCropDataset("band", resolution=32, num_samples=8)
-    whole = DemoCropDataset("train", resolution=32, num_samples=8, heldout_band=0)
-    for top, bottom, full in zip(train.photos, band.photos, whole.photos):
-        assert top.size[0] == bottom.size[0] == full.size[0]
-        assert top.size[1] + bottom.size[1] == full.size[1] and bottom.size[1] == round(full.size[1] / 4)
-        # the two regions tile the photograph: training crops come from above the band only
-        assert top.tobytes() == full.crop((0, 0, *top.size)).tobytes()
-        assert bottom.tobytes() == full.crop((0, top.size[1], *full.size)).tobytes()
-    assert not band.train and torch.equal(band[5], DemoCropDataset("band", resolution=32, num_samples=8)[5])
+def test_the_parts_split_holds_out_cells_of_every_training_photo_and_training_crops_never_touch_them(monkeypatch):
+    whole = DemoCropDataset("train", resolution=32, num_samples=8, heldout_layout="none")
+    for layout in ("cells", "band"):
+        train = DemoCropDataset("train", resolution=32, num_samples=700, heldout_layout=layout)
+        parts = DemoCropDataset("parts", resolution=32, num_samples=8, heldout_layout=layout)
+        per_photo = 4 if layout == "cells" else 1
+        assert len(parts.photos) == 7 * per_photo and not parts.train
+        for i, full in enumerate(whole.photos):
+            boxes = demo_heldout_boxes(full.size, layout)
+            assert train.avoid[i] == tuple(boxes) and train.photos[i].size == full.size
+            # a quarter of the photo, and the parts split is exactly those pixels
+            area = sum((r - left) * (b - t) for left, t, r, b in boxes)
+            assert abs(area / (full.size[0] * full.size[1]) - 0.25) < 0.02
+            for box, part in zip(boxes, parts.photos[i * per_photo : (i + 1) * per_photo]):
+                assert part.tobytes() == full.crop(box).tobytes()
+        if layout == "cells":  # one cell in every row and every column of the 4 x 4 grid
+            rows, columns = zip(*DEMO_HELDOUT_CELLS)
+            assert sorted(rows) == sorted(columns) == [0, 1, 2, 3]
+        cut = []
+        real_crop = Image.Image.crop
+
+        def recording_crop(image, box, cut=cut, real_crop=real_crop):
+            cut.append((image.size, box))
+            return real_crop(image, box)
+
+        monkeypatch.setattr(Image.Image, "crop", recording_crop)
+        for index in range(700):
+            train[index]
+        monkeypatch.setattr(Image.Image, "crop", real_crop)
+        for size, (x0, y0, x1, y1) in cut:
+            for left, top, right, bottom in demo_heldout_boxes(size, layout):
+                assert x1 <= left or x0 >= right or y1 <= top or y0 >= bottom, (layout, size, (x0, y0, x1, y1))
+        # and they reach every other part of the photo: some crop starts in every cell of the grid that is not held out
+        if layout == "cells":
+            size = whole.photos[0].size
+            starts = {(4 * y0 // size[1], 4 * x0 // size[0]) for s, (x0, y0, _, _) in cut if s == size}
+            assert starts >= {(r, c) for r in range(4) for c in range(4)} - set(DEMO_HELDOUT_CELLS) - {(3, 3)}
+    assert torch.equal(parts[5], DemoCropDataset("parts", resolution=32, num_samples=8, heldout_layout="band")[5])
     assert len(DemoCropDataset("heldout", resolution=32).photos) == 2
-    with pytest.raises(ValueError, match="'train', 'band' or 'heldout'"):
+    with pytest.raises(ValueError, match="'train', 'parts' or 'heldout'"):
         DemoCropDataset("test")
-    with pytest.raises(ValueError, match="heldout_band > 0"):
-        DemoCropDataset("band", heldout_band=0)
+    with pytest.raises(ValueError, match="heldout_layout='cells' or 'band'"):
+        DemoCropDataset("parts", heldout_layout="none")
+    with pytest.raises(ValueError, match="Unknown held-out layout 'grid'; choose one of cells, band, none"):
+        DemoCropDataset("train", heldout_layout="grid")
 
 
-def test_train_and_band_crops_of_a_photo_are_drawn_at_the_same_scales(monkeypatch):
+def test_a_crop_that_cannot_avoid_the_held_out_boxes_is_an_error_not_a_hang():
+    image = Image.new("RGB", (64, 64))
+    with pytest.raises(ValueError, match="no 64 px crop of the 64x64 image found clear of the boxes"):
+        random_crop_flip(image, 64, random.Random(0), avoid=((0, 0, 8, 8),))
+
+
+def test_train_and_parts_crops_of_a_photo_are_drawn_at_the_same_scales(monkeypatch):
     train = DemoCropDataset("train", resolution=32, num_samples=700)
-    band = DemoCropDataset("band", resolution=32, num_samples=700, seed=0)
+    parts = DemoCropDataset("parts", resolution=32, num_samples=700, seed=0)
     heldout = DemoCropDataset("heldout", resolution=32, num_samples=8)
-    assert train.largest_crops == band.largest_crops
+    assert train.largest_crops == parts.largest_crops[::4]  # four cells of each photo
     assert all(32 <= largest <= 96 for largest in train.largest_crops) and heldout.largest_crops == [96, 96]
-    sides = {"train": [], "band": []}
+    sides = {"train": [], "parts": []}
     real_crop = Image.Image.crop
 
-    for name, dataset in (("train", train), ("band", band)):
+    for name, dataset, stride in (("train", train, 7), ("parts", parts, 28)):
 
         def recording_crop(image, box, name=name):  # the square each crop is cut as, before its resize
             sides[name].append(box[2] - box[0])
             return real_crop(image, box)
 
         monkeypatch.setattr(Image.Image, "crop", recording_crop)
-        for index in range(0, 700, 7):  # photo 0 of seven every time
+        for index in range(0, 700 * stride // 7, stride):  # photo 0 of seven (its first cell) every time
             dataset[index]
     monkeypatch.setattr(Image.Image, "crop", real_crop)
     largest = train.largest_crops[0]
@@ -66,9 +106,9 @@ def test_train_and_band_crops_of_a_photo_are_drawn_at_the_same_scales(monkeypatc
         assert max(drawn) > largest - 16 and min(drawn) < 48  # both ends of the range are drawn
 
 
-def test_demo_eval_sets_give_sixteen_tokens_per_code():
-    assert demo_eval_samples(4096, 8) == 1024 and demo_eval_samples(16384, 8) == 4096
-    assert demo_eval_samples(256, 4, tokens_per_code=2) == 32 and demo_eval_samples(100, 3) == 178
+def test_demo_eval_sets_give_sixty_four_tokens_per_code():
+    assert demo_eval_samples(4096, 8) == 4096 and demo_eval_samples(16384, 8) == 16384
+    assert demo_eval_samples(256, 4, tokens_per_code=2) == 32 and demo_eval_samples(100, 3) == 712
 
 
 def test_image_folder_skips_unreadable_files(tmp_path):

@@ -76,6 +76,26 @@ def test_evaluator_counts_every_code_and_image():
     assert pairs.shape == (2, 3, 3, 32, 32) and 5 < result.psnr < 60 and 0 < result.ssim <= 1
 
 
+def test_evaluator_can_decode_a_few_images_and_count_the_codes_of_all(monkeypatch):
+    model = small_model(codebook_init_std=0.02)
+    dataset = DemoCropDataset("heldout", resolution=32, num_samples=10, seed=0)
+    loader = DataLoader(dataset, batch_size=4, collate_fn=collate_images)
+    whole, _ = evaluate_tokenizer(model, loader)
+    decoded = []
+    real_decode = model.decode_quantized
+    monkeypatch.setattr(model, "decode_quantized", lambda q: decoded.append(q.shape[0]) or real_decode(q))
+    part, _ = evaluate_tokenizer(model, loader, reconstruct_images=6)
+    # batches of 4, 4, 2: the second is split, the third only encoded
+    assert decoded == [4, 2] and part.images == 6 and part.extra["usage_images"] == whole.extra["usage_images"] == 10
+    assert part.used_codes == whole.used_codes and part.perplexity == whole.perplexity
+    first_six = DataLoader(torch.utils.data.Subset(dataset, range(6)), batch_size=6, collate_fn=collate_images)
+    six, _ = evaluate_tokenizer(model, first_six)
+    assert abs(part.psnr - six.psnr) < 1e-4 and abs(part.ssim - six.ssim) < 1e-4
+    decoded.clear()
+    usage_only, _ = evaluate_tokenizer(model, loader, reconstruct_images=0)
+    assert decoded == [] and usage_only.images == 0 and usage_only.used_codes == whole.used_codes
+
+
 def test_evaluate_script_reports_rfid(tmp_path, inception_file):
     small_model().fold().save_pretrained(tmp_path / "model")
     out = subprocess.run(

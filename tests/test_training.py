@@ -79,8 +79,8 @@ def test_full_tiny_run_saves_reloads_and_evaluates(tmp_path):
         ]
     )
     assert f"saved the folded tokenizer to {out}" in result.stdout
-    # the demo is evaluated on two sets: the held-out bands of the training photos and two unseen photos
-    assert "step 6: held-out bands of the training photos" in result.stdout
+    # the demo is evaluated on two sets: the held-out cells of the training photos and two unseen photos
+    assert "step 6: held-out cells of the training photos" in result.stdout
     assert "step 6: two photos never seen" in result.stdout
     summary = json.loads((out / "train_results.json").read_text())
     assert summary["steps"] == 6 and summary["num_processes"] == 1 and summary["evaluation"]["images"] == 24
@@ -101,7 +101,7 @@ def test_full_tiny_run_saves_reloads_and_evaluates(tmp_path):
         assert torch.equal(folded(images).indices, unfolded.eval()(images).indices)
     card = (out / "README.md").read_text()
     assert "model-index" in card and "codebook usage" in card and "Hardware:" in card
-    assert "| metric | held-out bands of the training photos" in card and "| two photos never seen" in card
+    assert "| metric | held-out cells of the training photos" in card and "| two photos never seen" in card
     assert card.count("type: usage") == 2  # a model-index entry for each set
     assert "dead-slot restart" in card and "not in the paper" in card  # on by default, and the card says so
     with_slots = [row for row in logs.values() if "train_live_slots_window" in row]
@@ -123,7 +123,7 @@ def test_full_tiny_run_saves_reloads_and_evaluates(tmp_path):
         ]
     )
     assert "| codebook usage |" in report.stdout and "protocol:" in report.stdout
-    assert "held-out bands of the training photos" in report.stdout
+    assert "held-out cells of the training photos" in report.stdout
     evaluation = json.loads((tmp_path / "eval.json").read_text())
     # the standalone evaluator reproduces the in-training evaluation of the saved (EMA) weights
     assert evaluation["used_codes"] == summary["evaluation"]["used_codes"]

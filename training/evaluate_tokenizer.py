@@ -67,16 +67,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resolution", type=int, default=None, help="evaluation size (default: the model's sample_size)")
     p.add_argument(
         "--demo_split",
-        default="band",
+        default="parts",
         choices=sorted(DEMO_EVAL_SETS),
-        help="demo set when no dataset is given: band (held-out bottom quarter of the training photos, the training "
+        help="demo set when no dataset is given: parts (the held-out cells of the training photos, the training "
         "distribution) or heldout (two photos never seen)",
     )
     p.add_argument(
         "--eval_samples",
         type=int,
         default=None,
-        help="demo crops when no dataset is given (default: 16 tokens per code)",
+        help="demo crops when no dataset is given (default: 64 tokens per code)",
     )
     p.add_argument("--batch_size", type=int, default=32, help="images per process per batch")
     p.add_argument("--max_batches", type=int, default=None, help="stop after this many batches per process")

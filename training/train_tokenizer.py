@@ -170,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval_samples",
         type=int,
         default=None,
-        help="crops of each held-out demo set (no validation set given); default: 16 tokens per code, enough that "
-        "a uniform assignment would leave a code unused with probability e^-16",
+        help="crops of each held-out demo set (no validation set given); default: 64 tokens per code: a "
+        "trained tokenizer's codes are not uniform, and at 16 per code a rarer code is often missed by chance",
     )
     g.add_argument(
         "--train_crop",
@@ -373,8 +373,8 @@ def build_eval_datasets(args, model: FVQModel) -> list[tuple[str, object, str]]:
     """The held-out sets as (log prefix, dataset, description), the first the one the card leads with.
 
     --validation_data_dir or --validation_split give one set. The demo gives two, as usage should be measured: the
-    held-out bands of the training photographs (the training distribution, never trained on) and, harder, two
-    photographs never seen, each with --eval_samples crops (default: 16 tokens per code).
+    held-out cells of the training photographs (the training distribution, never trained on) and, harder, two
+    photographs never seen, each with --eval_samples crops (default: 64 tokens per code).
     """
     if args.validation_data_dir:
         dataset = ImageFolderDataset(args.validation_data_dir, args.resolution, train=False)
@@ -396,7 +396,7 @@ def build_eval_datasets(args, model: FVQModel) -> list[tuple[str, object, str]]:
     )
     return [
         (prefix, DemoCropDataset(split, args.resolution, num_samples=samples, seed=args.seed), DEMO_EVAL_SETS[split])
-        for prefix, split in (("eval", "band"), ("eval_unseen", "heldout"))
+        for prefix, split in (("eval", "parts"), ("eval_unseen", "heldout"))
     ]
 
 
@@ -502,7 +502,7 @@ def recipe_summary(args, lr, global_batch, max_steps, restart: SlotRestart | Non
     else:
         ema = f"diffusers EMAModel, decay (1 + t) / (10 + t) up to {args.ema_decay}"
     if not (args.dataset_name or args.train_data_dir):
-        augmentation = "random crops of the demo photos, 1-3x the resolution (the scales a held-out band holds), + flip"
+        augmentation = "random crops of the demo photos, 1-3x the resolution (the scales a held-out cell holds), + flip"
     elif args.train_crop == "adm":
         augmentation = "ADM random crop (short side resized to [r, r/0.8], random r×r crop) + flip"
     else:

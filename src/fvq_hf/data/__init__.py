@@ -2,7 +2,8 @@
 
 from .datasets import (
     DEMO_EVAL_SETS,
-    DEMO_HELDOUT_BAND,
+    DEMO_HELDOUT_CELLS,
+    DEMO_HELDOUT_LAYOUTS,
     EVAL_TOKENS_PER_CODE,
     TRAIN_CROPS,
     DemoCropDataset,
@@ -12,6 +13,7 @@ from .datasets import (
     build_dataset,
     collate_images,
     demo_eval_samples,
+    demo_heldout_boxes,
     random_crop_flip,
     shard_for_process,
 )
@@ -20,7 +22,8 @@ from .images import center_crop_resize, make_grid, pil_to_tensor, tensor_to_pil
 
 __all__ = [
     "DEMO_EVAL_SETS",
-    "DEMO_HELDOUT_BAND",
+    "DEMO_HELDOUT_CELLS",
+    "DEMO_HELDOUT_LAYOUTS",
     "DEMO_PHOTOS",
     "EVAL_TOKENS_PER_CODE",
     "TRAIN_CROPS",
@@ -32,6 +35,7 @@ __all__ = [
     "center_crop_resize",
     "collate_images",
     "demo_eval_samples",
+    "demo_heldout_boxes",
     "load_demo_photos",
     "make_grid",
     "pil_to_tensor",

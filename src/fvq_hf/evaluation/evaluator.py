@@ -103,6 +103,7 @@ def evaluate_tokenizer(
     protocol: str | EvaluationProtocol = "",
     max_batches: int | None = None,
     keep_first: int = 0,
+    reconstruct_images: int | None = None,
 ) -> tuple[EvaluationResult, torch.Tensor | None]:
     """Run ``model`` (an ``FVQModel``, possibly wrapped) over ``dataloader`` and measure it under ``protocol``.
 
@@ -119,6 +120,9 @@ def evaluate_tokenizer(
         max_batches: stop after this many batches per process.
         keep_first: also return up to that many (original, reconstruction) pairs from this process, stacked as
             (2, N, 3, H, W), for a reconstruction grid.
+        reconstruct_images: decode and compare only the first N images of this process (PSNR, SSIM, LPIPS, rFID,
+            ``images``); every image still counts towards usage and perplexity (``extra["usage_images"]``). Usage
+            needs many tokens per code, the pixel metrics far fewer, and decoding is most of the cost. None: all.
     """
     free_text = isinstance(protocol, str) and protocol not in PROTOCOLS
     spec = PROTOCOLS["fast"] if free_text else get_protocol(protocol)
@@ -128,7 +132,8 @@ def evaluate_tokenizer(
     unwrapped.eval()
     device = next(unwrapped.parameters()).device
     usage = CodebookUsage(unwrapped.config.codebook_size, device=device)
-    sums = torch.zeros(5, dtype=torch.float64, device=device)  # images, psnr, ssim, lpips, ssim with the true range
+    # images compared, psnr, ssim, lpips, ssim with the true range, images counted towards usage
+    sums = torch.zeros(6, dtype=torch.float64, device=device)
     kept: list[torch.Tensor] = []
     resolution = None
     for step, batch in enumerate(dataloader):
@@ -138,6 +143,16 @@ def evaluate_tokenizer(
         if images.numel() == 0:
             continue
         resolution = images.shape[-1]
+        sums[5] += images.shape[0]
+        compared = images.shape[0]
+        if reconstruct_images is not None:
+            compared = max(0, min(compared, reconstruct_images - int(sums[0])))
+        if compared < images.shape[0]:  # past the limit: tokens only
+            usage.update(unwrapped.encode_indices(images[compared:]))
+            if compared == 0:
+                continue
+            images = images[:compared]
+            batch = {key: value[:compared] if torch.is_tensor(value) else value for key, value in batch.items()}
         out = unwrapped(images)
         reconstruction = out.sample.float().clamp(-1, 1)
         usage.update(out.indices)
@@ -196,6 +211,7 @@ def evaluate_tokenizer(
         protocol_details=spec.as_dict(),
         lpips_net=getattr(lpips, "net", spec.lpips_net) if lpips is not None else None,
     )
+    result.extra["usage_images"] = int(sums[5])
     slots = live_slots(counts, unwrapped.config)
     if slots is not None:
         result.extra["live_slots"], result.extra["slots"] = slots

@@ -38,7 +38,7 @@ def save_trained_tokenizer(
     The folded model is what users load for inference; the unfolded one (raw codebook + projector) is what a
     fine-tune continues from. A model whose codebook was frozen (fine-tuned from a folded model) has no
     unfolded form, and none is written. ``more_evaluations`` ((description, result) pairs, e.g. the demo's unseen
-    photos beside its held-out bands) join ``evaluation`` in the card. Returns ``{"output_dir", "metrics"[, "hub_url"]}``.
+    photos beside its held-out cells) join ``evaluation`` in the card. Returns ``{"output_dir", "metrics"[, "hub_url"]}``.
     """
     model.fold().save_pretrained(output_dir)
     if not model.config.folded:  # raw codebook (+ projector): what a fine-tune continues from
