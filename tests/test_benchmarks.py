@@ -7,6 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import small_model
+from torch.utils.data import DataLoader
+
+from fvq_hf.data import DemoCropDataset, collate_images
+from fvq_hf.evaluation import evaluate_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -213,3 +218,37 @@ def test_sampling_benchmark_times_llamagen_on_the_same_weights(tmp_path):
     _, data = run_sampling_benchmark(tmp_path, *flags)
     llamagen = [r for r in data["results"][0]["runs"] if r["method"] == "llamagen"]
     assert len(llamagen) == 1 and llamagen[0]["same_tokens_as_cache"]
+
+
+def test_heldout_sets_counts_usage_of_one_model_on_each_set(tmp_path):
+    model = small_model(codebook_size=256, codebook_dim=16, sample_size=16)
+    model.save_pretrained(tmp_path / "model")
+    out = tmp_path / "sets"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "heldout_sets.py"),
+            "--model",
+            str(tmp_path / "model"),
+            "--tokens_per_code",
+            "1",
+            "2",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "| set | what | tokens per code | crops | usage |" in result.stdout
+    runs = json.loads(out.with_suffix(".json").read_text())
+    assert [(r["set"], r["tokens_per_code"]) for r in runs] == [
+        (name, count) for name in ("cells", "band", "whole", "unseen") for count in (1, 2)
+    ]
+    assert out.with_suffix(".png").stat().st_size > 0 and all("commit" in r for r in runs)
+    # 1 token per code: 256 tokens, 16 crops of 16 tokens; the cells' figure is the evaluator's on those crops
+    cells = runs[0]
+    assert cells["crops"] == 16 and runs[1]["crops"] == 32
+    loader = DataLoader(DemoCropDataset("parts", 16, num_samples=16, seed=0), batch_size=8, collate_fn=collate_images)
+    expected, _ = evaluate_tokenizer(model, loader)
+    assert cells["used_codes"] == expected.used_codes and 0 < cells["usage"] <= 1
