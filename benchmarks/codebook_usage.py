@@ -1,6 +1,6 @@
 """Does the tokenizer really use every code? The same small image tokenizer with each projector, with and without annealing.
 
-    python benchmarks/codebook_usage.py                                   # K = 4,096, d = 256: 9 runs, ~30 min on 2 CPU cores
+    python benchmarks/codebook_usage.py                                   # K = 4,096, d = 256: 9 runs, 24 min on 2 CPU cores
     python benchmarks/codebook_usage.py --codebook_size 16384 --steps 600 --device cuda
     python benchmarks/codebook_usage.py --codebook_size 65536 --steps 1000 --device cuda
     python benchmarks/codebook_usage.py --projectors none vqbridge --no-without-annealing
@@ -14,7 +14,8 @@ it, on images of the training distribution never trained on: four held-out cells
 4 x 4 grid, one cell in each row and column). Beside it, the same on two photographs never seen. Each set has 64
 tokens per code (``--eval_samples``); PSNR is measured on the first 1,024 crops of each, and the curve's points
 before the last step measure usage on the cells only, which keeps the 9 runs within 30 minutes on 2 cores.
-Reported per run: usage on both, perplexity, PSNR, live bridge slots, slot restarts, seconds per training step. Prints a Markdown table, writes the JSON (a list of runs) and a plot of usage against step to
+Reported per run: usage on both, perplexity, PSNR, live bridge slots, slot restarts, seconds per training step.
+Prints a Markdown table, writes the JSON (a list of runs) and a plot of usage against step to
 ``benchmarks/results/``.
 
 Initialisation is the project's recipe for VQBridge (``--codebook_init_std``, ``--bridge_output_init_std``; see

@@ -224,7 +224,7 @@ def demo_eval_samples(codebook_size: int, tokens_per_side: int, tokens_per_code:
 
     Exact usage only shows every code in use if tokens outnumber codes many times. Were codes drawn uniformly, a
     code would stay unused with probability e^(−tokens / K), e⁻¹⁶ at 16 per code; but a trained tokenizer's codes
-    are not uniform (perplexity ~3,000 of 4,096 on the demo's crops), and a code with a quarter of its fair share is
+    are not uniform (perplexity 2,400-2,900 of 4,096 on the demo's crops), and a code with a quarter of its fair share is
     missed with probability e⁻⁴ at 16 per code. The paper measures on ImageNet val, 50,000 × 256 tokens: ~780 per
     code at 16,384 codes. A demo model reads 95.8 % on its held-out cells at 16 per code, 99.4 % at 64
     (``benchmarks/heldout_sets.py``).
