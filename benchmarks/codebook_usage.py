@@ -113,15 +113,18 @@ def evaluate(model: FVQModel, heldout: dict[str, DataLoader], psnr_samples: int 
 
     ``psnr_samples=None``: usage on the cells only, nothing decoded (a point of the curve)."""
     numbers = {}
-    for name, loader in heldout.items() if psnr_samples is not None else list(heldout.items())[:1]:
-        result, _ = evaluate_tokenizer(model, loader, reconstruct_images=psnr_samples or 0)
+    curve_point = psnr_samples is None
+    for name, loader in heldout.items():
+        if curve_point and name != "parts":
+            continue
+        result, _ = evaluate_tokenizer(model, loader, reconstruct_images=0 if curve_point else psnr_samples)
         prefix = "" if name == "parts" else f"{name}_"
         numbers.update(
             {
                 f"{prefix}usage": result.usage,
                 f"{prefix}perplexity": result.perplexity,
                 f"{prefix}used_codes": result.used_codes,
-                **({f"{prefix}psnr": result.psnr} if psnr_samples else {}),
+                **({} if curve_point else {f"{prefix}psnr": result.psnr}),
                 f"{prefix}live_slots": result.extra.get("live_slots"),
                 f"{prefix}slots": result.extra.get("slots"),
             }
