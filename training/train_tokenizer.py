@@ -24,19 +24,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import math
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
@@ -45,6 +44,7 @@ from fvq_hf.data import (
     DEMO_EVAL_SETS,
     TRAIN_CROPS,
     DemoCropDataset,
+    HFImageDataset,
     ImageFolderDataset,
     build_dataset,
     collate_images,
@@ -70,16 +70,27 @@ from fvq_hf.training import (
     FixedDecayEMA,
     TrainingProgress,
     add_config_argument,
-    add_hub_arguments,
-    default_mixed_precision,
+    add_run_arguments,
+    append_metrics,
+    averaged_copy,
+    build_accelerator,
+    check_hub,
+    check_output_dir,
+    clear_previous_run,
     get_scheduler,
     hardware_summary,
+    main_process_printer,
     parse_args_with_config,
+    push_run,
     register_and_resume,
+    resolve_checkpoint,
     resumable_batches,
+    run_record,
     save_checkpoint,
+    scaled_learning_rate,
     start_trackers,
-    use_cpu,
+    write_results,
+    write_run_record,
 )
 from fvq_hf.training.outputs import save_trained_tokenizer
 
@@ -161,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--validation_split", default=None, help="a split of --dataset_name for evaluation (e.g. validation)"
     )
     g.add_argument(
+        "--validation_fraction",
+        type=float,
+        default=0.0,
+        help="hold out this fraction of --train_data_dir or --dataset_name (a draw seeded by --seed, the same every "
+        "run, never trained on) and evaluate on it; without it or a validation set, your data is not evaluated",
+    )
+    g.add_argument(
         "--resolution", type=int, default=256, help="training crop size; a multiple of the downsampling factor"
     )
     g.add_argument(
@@ -170,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval_samples",
         type=int,
         default=None,
-        help="crops of each held-out demo set (no validation set given); default: 64 tokens per code: a "
+        help="crops of each held-out demo set (demo data only); default: 64 tokens per code: a "
         "trained tokenizer's codes are not uniform, and at 16 per code a rarer code is often missed by chance",
     )
     g.add_argument(
@@ -204,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr_warmup_ratio", type=float, default=0.1, help="warmup as a fraction of the steps")
     g.add_argument("--adam_beta1", type=float, default=0.9, help="Adam β1 (generator and discriminator)")
     g.add_argument("--adam_beta2", type=float, default=0.95, help="Adam β2 (the paper: 0.95)")
-    g.add_argument("--adam_weight_decay", type=float, default=0.0, help="Adam weight decay (the paper: none)")
+    g.add_argument("--weight_decay", type=float, default=0.0, help="Adam weight decay (the paper: none)")
     g.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm; 0 turns it off")
     g.add_argument(
         "--mixed_precision",
@@ -259,12 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoints_total_limit", type=int, default=None, help="keep only the newest N checkpoints")
     g.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder to continue from")
     g.add_argument(
-        "--eval_steps", type=int, default=5000, help="evaluate on held-out images every N steps (and at the end)"
+        "--validation_steps",
+        "--eval_steps",
+        type=int,
+        default=5000,
+        help="evaluate on the held-out images every N steps (and at the end)",
     )
     g.add_argument("--logging_steps", type=int, default=10, help="log losses and training usage every N steps")
     g.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none")
     g.add_argument("--logging_dir", default="logs", help="under --output_dir")
-    add_hub_arguments(g)
+    add_run_arguments(g)
     return p
 
 
@@ -273,6 +295,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parse_args_with_config(parser, argv)
     if args.dataset_name and args.train_data_dir:
         parser.error("pass --dataset_name or --train_data_dir, not both")
+    if args.validation_fraction:
+        if not (args.dataset_name or args.train_data_dir):
+            parser.error("--validation_fraction holds out part of your data: pass --train_data_dir or --dataset_name")
+        if args.validation_data_dir or args.validation_split:
+            parser.error("pass --validation_fraction or a validation set (--validation_data_dir/_split), not both")
     if args.disc_loss_weight is None:  # resolved here so the config and the card record the number
         args.disc_loss_weight = args.gan_weight
     return args
@@ -284,13 +311,19 @@ def build_model(args, log) -> tuple[FVQModel, bool]:
     if args.pretrained_model_name_or_path:
         source = args.pretrained_model_name_or_path
         try:
-            model = FVQModel.from_pretrained(source, subfolder="unfolded")
-            log(
-                f"fine-tuning from {source}/unfolded: "
-                f"raw codebook and {model.config.projector} projector go on training"
-            )
-        except OSError:
-            model = FVQModel.from_pretrained(source)
+            if os.path.isdir(source) and not os.path.isdir(os.path.join(source, "unfolded")):
+                model = FVQModel.from_pretrained(source)
+            else:
+                try:  # a Hub id: its unfolded/ when it has one
+                    model = FVQModel.from_pretrained(source, subfolder="unfolded")
+                except OSError:
+                    model = FVQModel.from_pretrained(source)
+        except OSError as error:
+            raise SystemExit(
+                f"error: --pretrained_model_name_or_path {source}: no tokenizer could be loaded ({error})"
+            ) from None
+        if not model.config.folded:
+            log(f"fine-tuning from {source}: raw codebook and {model.config.projector} projector go on training")
         frozen = bool(model.config.folded)
         if frozen:
             model.quantize.embedding.weight.requires_grad_(False)
@@ -316,7 +349,7 @@ def build_perceptual_loss(args, device, log) -> LPIPS | None:
     try:
         lpips = LPIPS(args.perceptual_weights, random_init=args.perceptual_random_init).to(device)
     except PerceptualWeightsUnavailable as error:
-        raise SystemExit(f"error: {error}") from None
+        raise SystemExit(f"error: {error}\n(--perceptual_weight 0 trains without LPIPS, e.g. offline)") from None
     if args.perceptual_random_init:
         log("warning: LPIPS uses a random VGG16 (--perceptual_random_init): for tests and CPU demos only")
     return lpips
@@ -369,19 +402,31 @@ def build_slot_restart(args, model: FVQModel, codebook_frozen: bool, log) -> Slo
     )
 
 
-def build_eval_datasets(args, model: FVQModel) -> list[tuple[str, object, str]]:
-    """The held-out sets as (log prefix, dataset, description), the first the one the card leads with.
+def data_name(args) -> str:
+    """The training data as cards and logs name it: the dataset, the folder's name (not a path on this machine), or
+    the demo photos."""
+    if args.dataset_name:
+        return args.dataset_name
+    if args.train_data_dir:
+        return f"image folder {os.path.basename(os.path.normpath(args.train_data_dir))}"
+    return "embedded demo photos"
 
-    --validation_data_dir or --validation_split give one set. The demo gives two, as usage should be measured: the
+
+def build_eval_datasets(args, model: FVQModel) -> list[tuple[str, object, str]]:
+    """The held-out sets as (log prefix, dataset, description), the first the one the card leads with; empty when
+    the user's data has none (the run says so).
+
+    --validation_data_dir or --validation_split give one set; --validation_fraction holds out part of the
+    training data (never trained on). The demo photos (no data given) give two, as usage should be measured: the
     held-out cells of the training photographs (the training distribution, never trained on) and, harder, two
-    photographs never seen, each with --eval_samples crops (default: 64 tokens per code).
+    photographs never seen, each with --eval_samples crops (default: 64 tokens per code). The demo's sets and
+    their labels are used with the demo data only: they say nothing true of a user's images.
     """
     if args.validation_data_dir:
         dataset = ImageFolderDataset(args.validation_data_dir, args.resolution, train=False)
-        return [("eval", dataset, f"images in {args.validation_data_dir}")]
+        name = os.path.basename(os.path.normpath(args.validation_data_dir))
+        return [("eval", dataset, f"{len(dataset)} images in the folder {name}")]
     if args.dataset_name and args.validation_split:
-        from fvq_hf.data import HFImageDataset
-
         dataset = HFImageDataset(
             args.dataset_name,
             args.resolution,
@@ -391,6 +436,28 @@ def build_eval_datasets(args, model: FVQModel) -> list[tuple[str, object, str]]:
             config_name=args.dataset_config_name,
         )
         return [("eval", dataset, f"{args.dataset_name} [{args.validation_split}]")]
+    if args.validation_fraction:
+        dataset = build_dataset(
+            args.dataset_name,
+            args.train_data_dir,
+            args.resolution,
+            args.image_column,
+            seed=args.seed,
+            config_name=args.dataset_config_name,
+            holdout_fraction=args.validation_fraction,
+            part="holdout",
+        )
+        held = len(dataset)
+        return [
+            (
+                "eval",
+                dataset,
+                f"{held} images held out of {data_name(args)} ({args.validation_fraction:g} of it, drawn with seed "
+                f"{args.seed}; never trained on)",
+            )
+        ]
+    if args.dataset_name or args.train_data_dir:
+        return []
     samples = args.eval_samples or demo_eval_samples(
         model.config.codebook_size, args.resolution // model.downsample_factor
     )
@@ -398,6 +465,12 @@ def build_eval_datasets(args, model: FVQModel) -> list[tuple[str, object, str]]:
         (prefix, DemoCropDataset(split, args.resolution, num_samples=samples, seed=args.seed), DEMO_EVAL_SETS[split])
         for prefix, split in (("eval", "parts"), ("eval_unseen", "heldout"))
     ]
+
+
+NOT_EVALUATED = (
+    "no held-out data: pass --validation_fraction to hold out part of the training images, "
+    "or --validation_data_dir / --validation_split"
+)
 
 
 # =============================================================================================== the losses of a batch
@@ -450,12 +523,15 @@ def run_evaluation(accelerator, unwrapped, ema, dataloader, lpips, description, 
     if ema is not None:
         ema.store(unwrapped.parameters())
         ema.copy_to(unwrapped.parameters())
-    crop = "centre crop + resize" if args.validation_data_dir or args.validation_split else "fixed random crops"
+    demo = not (args.dataset_name or args.train_data_dir or args.validation_data_dir)
+    crop = "fixed random crops" if demo else "centre crop + resize"
     protocol = f"{crop} to {args.resolution} px, in-memory float tensors (no file format round trip)"
     result, pairs = evaluate_tokenizer(unwrapped, dataloader, lpips=lpips, protocol=protocol, keep_first=8)
     if ema is not None:
         ema.restore(unwrapped.parameters())
     result.extra["eval_data"] = description
+    tokens_per_image = (args.resolution // unwrapped.downsample_factor) ** 2
+    result.extra["tokens_per_code"] = round(result.images * tokens_per_image / unwrapped.config.codebook_size, 2)
     scalars = {**result.as_dict(), **result.extra}
     numbers = {
         f"{prefix}/{k}": v for k, v in scalars.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -468,8 +544,7 @@ def run_evaluation(accelerator, unwrapped, ema, dataloader, lpips, description, 
                 tracker.writer.add_image(f"{prefix}/reconstructions", np.asarray(grid), step, dataformats="HWC")
         row = {f"{prefix}/{k}": v for k, v in result.as_dict().items() if k != "extra"}
         row.update({f"{prefix}/{k}": v for k, v in result.extra.items() if k in ("live_slots", "slots")})
-        with open(os.path.join(args.output_dir, "metrics.jsonl"), "a") as handle:
-            handle.write(json.dumps({"step": step, **row}) + "\n")
+        append_metrics(accelerator, args.output_dir, step, row)
     return result
 
 
@@ -518,7 +593,7 @@ def recipe_summary(args, lr, global_batch, max_steps, restart: SlotRestart | Non
         "learning rate": learning_rate,
         "schedule": f"{args.lr_scheduler}, warmup {args.lr_warmup_ratio:.0%}",
         "optimizer": (
-            f"Adam β=({args.adam_beta1}, {args.adam_beta2}), weight decay {args.adam_weight_decay}, "
+            f"Adam β=({args.adam_beta1}, {args.adam_beta2}), weight decay {args.weight_decay}, "
             f"clip {args.max_grad_norm}"
         ),
         "losses": (
@@ -529,41 +604,40 @@ def recipe_summary(args, lr, global_batch, max_steps, restart: SlotRestart | Non
         "mixed precision": args.mixed_precision,
         "EMA": ema,
         "dead-slot restart": slot_restart_summary(args, restart),
-        "data": args.dataset_name or args.train_data_dir or "embedded demo photos",
+        "data": data_name(args) + (f" less {args.validation_fraction:g} held out" if args.validation_fraction else ""),
         "augmentation": augmentation,
         "seed": args.seed,
     }
 
 
 # =============================================================================================== main
+# what a tokenizer run saves in its output folder besides the run's own files
+MODEL_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "unfolded", "README.md")
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     started = time.time()
-    if args.mixed_precision is None:
-        args.mixed_precision = default_mixed_precision(args.cpu)
-    report_to = None if args.report_to == "none" else args.report_to
-    accelerator = Accelerator(
-        cpu=use_cpu(args.cpu),
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=report_to,
-        project_config=ProjectConfiguration(
-            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
-        ),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
+    accelerator = build_accelerator(args)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.WARNING if accelerator.is_main_process else logging.ERROR,
     )
-
-    def log(message: str) -> None:
-        if accelerator.is_main_process:
-            print(message, flush=True)
-
+    log = main_process_printer(accelerator)
     set_seed(args.seed)
     checkpoints_dir = os.path.join(args.output_dir, "checkpoints")
-    metrics_file = os.path.join(args.output_dir, "metrics.jsonl")
+
+    # ---- everything that can be checked is checked before anything is written
+    record = run_record(
+        args,
+        "train_tokenizer",
+        accelerator.num_processes,
+        not_defining=("eval_samples",),
+        data=data_name(args),
+        base_model=args.pretrained_model_name_or_path,
+    )
+    check_output_dir(args, record, MODEL_FILES, resolve_checkpoint(checkpoints_dir, args.resume_from_checkpoint))
+    hub = check_hub(args, accelerator.is_main_process)
 
     # ---- model, losses, optimizers
     model, codebook_frozen = build_model(args, log)
@@ -572,26 +646,32 @@ def main(argv: list[str] | None = None) -> dict:
             f"--resolution {args.resolution} is not a multiple of the model's downsampling factor "
             f"{model.downsample_factor}"
         )
+    model.register_to_config(sample_size=args.resolution)  # what tools that default to it should use
     lpips = build_perceptual_loss(args, accelerator.device, log)
     discriminator = build_discriminator(args, model.config.out_channels)
     global_batch = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
-    lr = args.learning_rate if args.no_scale_lr else args.learning_rate * global_batch / args.lr_reference_batch
-    adam = {"lr": lr, "betas": (args.adam_beta1, args.adam_beta2), "weight_decay": args.adam_weight_decay}
+    lr = scaled_learning_rate(args, global_batch)
+    adam = {"lr": lr, "betas": (args.adam_beta1, args.adam_beta2), "weight_decay": args.weight_decay}
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], **adam)
     disc_optimizer = torch.optim.Adam(discriminator.parameters(), **adam) if discriminator is not None else None
 
     # ---- data
-    train_dataset = build_dataset(
-        args.dataset_name,
-        args.train_data_dir,
-        args.resolution,
-        args.image_column,
-        args.streaming,
-        args.seed,
-        args.demo_samples,
-        config_name=args.dataset_config_name,
-        crop=args.train_crop,
-    )
+    try:
+        train_dataset = build_dataset(
+            args.dataset_name,
+            args.train_data_dir,
+            args.resolution,
+            args.image_column,
+            args.streaming,
+            args.seed,
+            args.demo_samples,
+            config_name=args.dataset_config_name,
+            crop=args.train_crop,
+            holdout_fraction=args.validation_fraction,
+        )
+        eval_datasets = build_eval_datasets(args, model)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
     iterable = isinstance(train_dataset, IterableDataset)
     if iterable:
         train_dataset.shard(accelerator.process_index, accelerator.num_processes)
@@ -615,7 +695,7 @@ def main(argv: list[str] | None = None) -> dict:
             description,
             "?" if isinstance(dataset, IterableDataset) else len(dataset),
         )
-        for prefix, dataset, description in build_eval_datasets(args, model)
+        for prefix, dataset, description in eval_datasets
     ]
 
     # ---- Accelerate, schedules, training state
@@ -644,20 +724,31 @@ def main(argv: list[str] | None = None) -> dict:
     ema = build_ema(args, unwrapped, accelerator.device)
     slot_restart = build_slot_restart(args, unwrapped, codebook_frozen, log)
     progress = TrainingProgress()
+    cleared = clear_previous_run(accelerator, args, MODEL_FILES)
+    if cleared:
+        log(f"--overwrite_output_dir: deleted the previous run's {', '.join(cleared)} in {args.output_dir}")
     if register_and_resume(
         accelerator,
         (scheduler, disc_scheduler, usage, ema, progress, slot_restart),
         checkpoints_dir,
         args.resume_from_checkpoint,
         log,
+        record=record,
     ):
         log(f"continuing at step {progress.global_step}")
+    if accelerator.is_main_process:
+        write_run_record(args.output_dir, record)
     start_trackers(accelerator, "fvq_tokenizer", args, args.output_dir)
 
-    eval_images = " + ".join(str(count) for *_, count in eval_sets)
+    evaluated_on = (
+        " + ".join(f"{count} ({description})" for _, _, description, count in eval_sets)
+        if eval_sets
+        else f"not evaluated ({NOT_EVALUATED})"
+    )
     log(
-        f"training {unwrapped.config.projector} tokenizer: {max_steps} steps, {accelerator.num_processes} process(es), "
-        f"global batch {global_batch}, lr {lr:.3g} ({args.lr_scheduler}), {eval_images} eval images"
+        f"training {unwrapped.config.projector} tokenizer on {data_name(args)}: {max_steps} steps, "
+        f"{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:.3g} ({args.lr_scheduler}); "
+        f"evaluation: {evaluated_on}"
     )
     progress_bar = tqdm(
         range(max_steps), initial=progress.global_step, desc="steps", disable=not accelerator.is_local_main_process
@@ -674,6 +765,10 @@ def main(argv: list[str] | None = None) -> dict:
         batch = next(batches)
         images = batch["pixel_values"].to(accelerator.device)
         skipped_images += batch["skipped"]
+        # a batch of unreadable files only (already named in the log) is passed over, on every process alike
+        empty = torch.tensor(float(images.shape[0] == 0), device=accelerator.device)
+        if (accelerator.reduce(empty, "max") if accelerator.num_processes > 1 else empty).item():
+            continue
         gan_active = discriminator is not None and progress.global_step >= args.gan_start_step
         # Each network accumulates the gradient of its own loss only. Inside ``accumulate`` the prepared
         # optimizers' step and zero_grad act on the last micro-batch alone, so nothing may be cleared in between:
@@ -709,7 +804,9 @@ def main(argv: list[str] | None = None) -> dict:
 
         scheduler.step()
         if disc_scheduler is not None:
-            disc_scheduler.step()
+            with warnings.catch_warnings():  # before --gan_start_step its optimizer has not stepped yet, by design
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
+                disc_scheduler.step()
         if ema is not None:
             ema.step(unwrapped.parameters())
         progress.global_step += 1
@@ -738,21 +835,19 @@ def main(argv: list[str] | None = None) -> dict:
             if slots is not None:
                 postfix["slots"] = f"{slots[0]}/{slots[1]}"
             progress_bar.set_postfix(**postfix)
-            if accelerator.is_main_process:
-                with open(metrics_file, "a") as handle:
-                    handle.write(json.dumps({"step": step, **logs}) + "\n")
+            append_metrics(accelerator, args.output_dir, step, logs)
 
         if step % args.checkpointing_steps == 0 and step < max_steps:
-            path = save_checkpoint(accelerator, checkpoints_dir, step, args.checkpoints_total_limit)
+            path = save_checkpoint(accelerator, checkpoints_dir, step, args.checkpoints_total_limit, record)
             logger.info(f"saved {path}")
 
-        if step % args.eval_steps == 0 or step == max_steps:
+        if step % args.validation_steps == 0 or step == max_steps:
             for prefix, dataloader, description, _ in eval_sets:
                 result = run_evaluation(accelerator, unwrapped, ema, dataloader, lpips, description, args, step, prefix)
                 last_evals[prefix] = (result, description)
                 log(f"step {step}: {describe_evaluation(result, description)}")
 
-    # ---- outputs
+    # ---- outputs: the model and its card, the results, then (only then) the push
     progress_bar.close()
     accelerator.wait_for_everyone()
     wall_time = time.time() - started
@@ -761,14 +856,15 @@ def main(argv: list[str] | None = None) -> dict:
         log(f"warning: {skipped_images} unreadable image(s) were skipped (named in the log above)")
     summary, hardware = {}, hardware_summary(accelerator)
     if accelerator.is_main_process:
-        final = unwrapped
-        if ema is not None:  # save the averaged weights, keep the trained ones untouched
-            final = FVQModel.from_config(unwrapped.config)
-            final.load_state_dict(unwrapped.state_dict())
-            ema.copy_to(final.parameters())
-        (last_eval, eval_description), *more_evaluations = last_evals.values() or [(None, eval_sets[0][2])]
+        if not eval_sets:
+            not_evaluated = NOT_EVALUATED
+        elif not last_evals:
+            not_evaluated = "no step was trained"
+        else:
+            not_evaluated = ""
+        (last_eval, eval_description), *more_evaluations = last_evals.values() or [(None, "")]
         summary = save_trained_tokenizer(
-            final,
+            averaged_copy(unwrapped, ema),
             args.output_dir,
             evaluation=last_eval,
             eval_description=eval_description,
@@ -783,20 +879,16 @@ def main(argv: list[str] | None = None) -> dict:
             wall_time=wall_time,
             base_model=args.pretrained_model_name_or_path,
             codebook_frozen=codebook_frozen,
-            push_to_hub=args.push_to_hub,
-            hub_model_id=args.hub_model_id,
-            hub_token=args.hub_token,
-            hub_private=args.hub_private,
+            not_evaluated=not_evaluated,
         )
         evaluated = (
             "".join(f"\n  {describe_evaluation(result, description)}" for result, description in last_evals.values())
-            or " not evaluated (no step was trained)"
+            or f" not evaluated ({not_evaluated})"
         )
         log(
             f"done in {wall_time / 60:.1f} min:{evaluated}\n"
             f"saved the folded tokenizer to {args.output_dir} (FVQModel.from_pretrained('{args.output_dir}')), "
             f"the unfolded one to {os.path.join(args.output_dir, 'unfolded')}"
-            + (f"; pushed to {summary.get('hub_url')}" if args.push_to_hub else "")
         )
     accelerator.end_training()
     results = {
@@ -806,6 +898,7 @@ def main(argv: list[str] | None = None) -> dict:
             for prefix, (result, _) in last_evals.items()
             if prefix != "eval"
         },
+        "not_evaluated": None if last_evals else (NOT_EVALUATED if not eval_sets else "no step was trained"),
         "steps": progress.global_step,
         "wall_time_seconds": wall_time,
         "num_processes": accelerator.num_processes,
@@ -814,8 +907,11 @@ def main(argv: list[str] | None = None) -> dict:
         **summary,
     }
     if accelerator.is_main_process:
-        with open(os.path.join(args.output_dir, "train_results.json"), "w") as handle:
-            json.dump(results, handle, indent=2, default=str)
+        write_results(args.output_dir, results)
+        if hub is not None:
+            results["hub_url"] = push_run(hub, args.output_dir, "Upload FVQ tokenizer")
+            write_results(args.output_dir, results)
+            log(f"pushed to {results['hub_url']}")
     return results
 
 

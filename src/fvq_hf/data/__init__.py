@@ -14,6 +14,7 @@ from .datasets import (
     collate_images,
     demo_eval_samples,
     demo_heldout_boxes,
+    holdout_split,
     random_crop_flip,
     shard_for_process,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "collate_images",
     "demo_eval_samples",
     "demo_heldout_boxes",
+    "holdout_split",
     "load_demo_photos",
     "make_grid",
     "pil_to_tensor",

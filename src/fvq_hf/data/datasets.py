@@ -47,6 +47,21 @@ def list_image_files(root: str) -> list[str]:
     return files
 
 
+def holdout_split(count: int, fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Indices (training, held out) of ``count`` items: ``round(fraction · count)`` of them (at least one) drawn
+    with ``seed``, the same every time for the same count, fraction and seed; both lists sorted, disjoint."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"--validation_fraction must be between 0 and 1, got {fraction}")
+    held = max(1, round(fraction * count))
+    if held >= count:
+        raise ValueError(
+            f"--validation_fraction {fraction} of {count} image(s) leaves none to train on: use a smaller fraction"
+        )
+    order = list(range(count))
+    random.Random(f"holdout-{seed}").shuffle(order)
+    return sorted(order[held:]), sorted(order[:held])
+
+
 # ------------------------------------------------------------------------------------ transforms
 def random_crop_flip(
     image: Image.Image,
@@ -160,7 +175,9 @@ def collate_images(items: list) -> dict:
 class ImageFolderDataset(_Augmented, Dataset):
     """Every image file below ``root`` (recursively, sorted), as (3, R, R) tensors in [-1, 1].
 
-    ``crop`` is the training crop (``"adm"`` or ``"short_side"``, see the module's docstring).
+    ``crop`` is the training crop (``"adm"`` or ``"short_side"``, see the module's docstring). With
+    ``holdout_fraction``, ``part`` picks the files :func:`holdout_split` keeps for training (``"train"``) or holds
+    out (``"holdout"``), drawn with ``holdout_seed``.
     """
 
     def __init__(
@@ -171,9 +188,15 @@ class ImageFolderDataset(_Augmented, Dataset):
         seed: int = 0,
         max_zoom_out: float = 1.0,
         crop: str = "adm",
+        holdout_fraction: float = 0.0,
+        part: str = "train",
+        holdout_seed: int = 0,
     ):
         super().__init__(resolution, train, seed, max_zoom_out, crop)
         self.files = list_image_files(root)
+        if holdout_fraction:
+            kept, held = holdout_split(len(self.files), holdout_fraction, holdout_seed)
+            self.files = [self.files[i] for i in (held if part == "holdout" else kept)]
 
     def __len__(self) -> int:
         return len(self.files)
@@ -328,13 +351,24 @@ class HFImageDataset(_Augmented, IterableDataset):
         config_name: str | None = None,
         cache_dir: str | None = None,
         crop: str = "adm",
+        holdout_fraction: float = 0.0,
+        part: str = "train",
+        holdout_seed: int = 0,
     ):
         super().__init__(resolution, train, seed, 1.0, crop)
         import datasets
 
+        if holdout_fraction and streaming:
+            raise ValueError(
+                "--validation_fraction cannot hold out rows of a streamed dataset: pass --validation_split "
+                "(a split of the dataset) instead, or drop --streaming"
+            )
         self.dataset = datasets.load_dataset(
             name_or_path, config_name, split=split, streaming=streaming, cache_dir=cache_dir
         )
+        if holdout_fraction:  # rows held out by index, before any shuffling: the same rows every time
+            kept, held = holdout_split(len(self.dataset), holdout_fraction, holdout_seed)
+            self.dataset = self.dataset.select(held if part == "holdout" else kept)
         columns = self.dataset.column_names or []
         if columns and image_column not in columns:
             raise ValueError(
@@ -394,24 +428,32 @@ def build_dataset(
     demo_samples: int = 4096,
     config_name: str | None = None,
     crop: str = "adm",
+    holdout_fraction: float = 0.0,
+    part: str = "train",
 ) -> Dataset | IterableDataset:
     """The training set the flags describe: a folder, a ``datasets`` dataset, or (neither) the demo photos.
 
     ``crop`` applies to a folder or a ``datasets`` dataset; the demo photos keep their own crops (sides of 1-3x
-    the resolution, the scales their held-out parts hold).
+    the resolution, the scales their held-out parts hold). With ``holdout_fraction`` a folder or dataset is split
+    by :func:`holdout_split` (seeded by ``seed``): ``part="train"`` gives the training images (random crops),
+    ``part="holdout"`` the held-out ones (centre crops), never among the training ones.
     """
     if dataset_name and train_data_dir:
         raise ValueError("pass --dataset_name or --train_data_dir, not both")
+    train = part == "train"
+    holdout = {"holdout_fraction": holdout_fraction, "part": part, "holdout_seed": seed}
     if train_data_dir:
-        return ImageFolderDataset(train_data_dir, resolution, train=True, seed=seed, crop=crop)
+        return ImageFolderDataset(train_data_dir, resolution, train=train, seed=seed, crop=crop, **holdout)
     if dataset_name:
         return HFImageDataset(
             dataset_name,
             resolution,
             image_column=image_column,
             streaming=streaming,
+            train=train,
             seed=seed,
             config_name=config_name,
             crop=crop,
+            **holdout,
         )
     return DemoCropDataset("train", resolution, num_samples=demo_samples, seed=seed)

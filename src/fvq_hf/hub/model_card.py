@@ -169,13 +169,15 @@ def trained_tokenizer_card(
     base_model: str | None = None,
     codebook_frozen: bool = False,
     training_departures: list[str] | None = None,
+    not_evaluated: str = "",
 ) -> ModelCard:
     """The card of a tokenizer trained by ``training/train_tokenizer.py``: model-index metrics, model, the
     recipe as run (``recipe``: name → value, shown as given), hardware and wall time (seconds).
     ``training_departures`` (one sentence each) join the initialisation's departures from the paper.
 
     ``evaluation`` on ``eval_description`` leads; ``more_evaluations`` ((description, result) pairs) get their own
-    column in the table and their own ``model-index`` entries."""
+    column in the table and their own ``model-index`` entries. Without an evaluation the card says why
+    (``not_evaluated``)."""
     c = model.config
     dataset_name = eval_description or "held-out images"
     evaluations = [(dataset_name, evaluation)] if evaluation is not None else []
@@ -197,6 +199,7 @@ def trained_tokenizer_card(
         title=repo_id,
         base_model=base_model,
         evaluations=[evaluation_columns(description, result, c.codebook_size) for description, result in evaluations],
+        not_evaluated=not_evaluated or "no step was trained",
         codebook_size=f"{c.codebook_size:,}",
         architecture=(
             f"{tuple(c.block_out_channels)} channels, {c.layers_per_block} residual blocks per level, "
@@ -221,6 +224,7 @@ def evaluation_columns(description: str, result, codebook_size: int) -> dict:
     return {
         "data": description,
         "images": result.images,
+        "tokens_per_code": extra.get("tokens_per_code"),
         "protocol": result.protocol,
         "usage": f"{result.usage:.2%} ({result.used_codes:,} of {codebook_size:,} codes{slots})",
         "perplexity": f"{result.perplexity:.1f}",

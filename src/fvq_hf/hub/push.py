@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 # what a training run's output folder holds besides the model: resumable state and logs, never published
-TRAINING_STATE_PATTERNS = ("checkpoints/**", "logs/**", "metrics.jsonl", ".*")
+# (run.json, the run's record, names folders of the machine it ran on)
+TRAINING_STATE_PATTERNS = ("checkpoints/**", "logs/**", "metrics.jsonl", "run.json", ".*")
 
 
 def default_repo_id(output_dir: str | os.PathLike, repo_id: str | None = None) -> str:

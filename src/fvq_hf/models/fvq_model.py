@@ -244,7 +244,20 @@ class FVQModel(ModelMixin, ConfigMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> FVQModel:
         """Load a saved or pushed FVQModel (folded or not) from a local folder or a Hub id, as diffusers does."""
         subfolder = kwargs.get("subfolder")
-        if subfolder and os.path.isdir(os.path.join(pretrained_model_name_or_path, subfolder)):
+        local = os.path.isdir(pretrained_model_name_or_path)
+        if subfolder and local and not os.path.isdir(os.path.join(pretrained_model_name_or_path, subfolder)):
+            # diffusers would fall back to the folder's root model without a word: a mistyped subfolder (or a
+            # folded-only folder asked for unfolded/) must not silently give another model
+            found = sorted(
+                name
+                for name in os.listdir(pretrained_model_name_or_path)
+                if os.path.isfile(os.path.join(pretrained_model_name_or_path, name, "config.json"))
+            )
+            raise FileNotFoundError(
+                f"{pretrained_model_name_or_path!r} has no subfolder {subfolder!r} (subfolders with a model: "
+                f"{', '.join(found) or 'none'}); drop subfolder to load the model at its root"
+            )
+        if subfolder and local:
             # diffusers looks for local weights at the folder's root before the subfolder: a training output
             # holds the folded model at the root and the unfolded one in unfolded/, so point at it directly
             pretrained_model_name_or_path = os.path.join(pretrained_model_name_or_path, kwargs.pop("subfolder"))

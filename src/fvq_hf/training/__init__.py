@@ -1,11 +1,10 @@
 """Training helpers used by the scripts in training/: options (YAML + flags), learning-rate schedules, the
-data position for exact resume, checkpoints, a fixed-decay EMA, the hardware summary, and the outputs of a
+data position for exact resume, checkpoints, the run record and early checks (runs), a fixed-decay EMA, the hardware summary, and the outputs of a
 tokenizer run."""
 
 from .checkpoints import list_checkpoints, register_and_resume, resolve_checkpoint, save_checkpoint
 from .config import (
     add_config_argument,
-    add_hub_arguments,
     load_yaml_config,
     parse_args_with_config,
     start_trackers,
@@ -14,14 +13,43 @@ from .config import (
 from .ema import FixedDecayEMA
 from .hardware import default_mixed_precision, hardware_summary, use_cpu
 from .progress import TrainingProgress, resumable_batches
+from .runs import (
+    HubTarget,
+    add_run_arguments,
+    append_metrics,
+    averaged_copy,
+    build_accelerator,
+    check_hub,
+    check_output_dir,
+    clear_previous_run,
+    main_process_printer,
+    push_run,
+    run_record,
+    scaled_learning_rate,
+    write_results,
+    write_run_record,
+)
 from .schedules import SCHEDULES, annealing_multiplier, get_scheduler
 
 __all__ = [
+    "HubTarget",
+    "add_run_arguments",
+    "append_metrics",
+    "averaged_copy",
+    "build_accelerator",
+    "check_hub",
+    "check_output_dir",
+    "clear_previous_run",
+    "main_process_printer",
+    "push_run",
+    "run_record",
+    "scaled_learning_rate",
+    "write_results",
+    "write_run_record",
     "SCHEDULES",
     "FixedDecayEMA",
     "TrainingProgress",
     "add_config_argument",
-    "add_hub_arguments",
     "annealing_multiplier",
     "default_mixed_precision",
     "get_scheduler",

@@ -10,6 +10,8 @@ import os
 import re
 import shutil
 
+from .runs import check_resume, write_run_record
+
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -43,8 +45,11 @@ def resolve_checkpoint(checkpoints_dir: str, which: str | None) -> tuple[int, st
     return int(match.group(1)), path
 
 
-def save_checkpoint(accelerator, checkpoints_dir: str, step: int, total_limit: int | None = None) -> str:
-    """Save the full training state (every process takes part) as ``checkpoint-<step>``, atomically."""
+def save_checkpoint(
+    accelerator, checkpoints_dir: str, step: int, total_limit: int | None = None, record: dict | None = None
+) -> str:
+    """Save the full training state (every process takes part) as ``checkpoint-<step>``, atomically, with the
+    run's ``record`` (``run.json``) beside it, so a resume can tell whether the checkpoint is its own."""
     final = os.path.join(checkpoints_dir, f"checkpoint-{step}")
     temporary = os.path.join(checkpoints_dir, f".checkpoint-{step}.tmp")
     if accelerator.is_main_process:
@@ -54,6 +59,8 @@ def save_checkpoint(accelerator, checkpoints_dir: str, step: int, total_limit: i
     accelerator.save_state(temporary)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if record is not None:
+            write_run_record(temporary, record)
         if os.path.isdir(final):  # the same step saved again (e.g. after a resume): replace it whole
             shutil.rmtree(final)
         os.replace(temporary, final)
@@ -64,9 +71,15 @@ def save_checkpoint(accelerator, checkpoints_dir: str, step: int, total_limit: i
     return final
 
 
-def register_and_resume(accelerator, stateful, checkpoints_dir: str, which: str | None, log=print) -> str | None:
+def register_and_resume(
+    accelerator, stateful, checkpoints_dir: str, which: str | None, log=print, record: dict | None = None
+) -> str | None:
     """Register the training state that ``save_state`` must carry (``None`` entries are skipped), then load the
-    checkpoint ``which`` names (``"latest"`` or a folder name) if there is one; returns its path."""
+    checkpoint ``which`` names (``"latest"`` or a folder name) if there is one; returns its path.
+
+    With ``record`` (the current run's), a checkpoint saved by another run stops the program showing what
+    differs, before anything is loaded; a checkpoint whose saved state does not fit what this run registered
+    stops it with the same advice instead of Accelerate's internal count."""
     for item in stateful:
         if item is not None:
             accelerator.register_for_checkpointing(item)
@@ -75,7 +88,16 @@ def register_and_resume(accelerator, stateful, checkpoints_dir: str, which: str 
         log(f"no checkpoint in {checkpoints_dir} yet: starting from scratch")
         return None
     if resume is not None:
-        accelerator.load_state(resume[1])
+        if record is not None:
+            check_resume(resume[1], record)
+        try:
+            accelerator.load_state(resume[1])
+        except (ValueError, RuntimeError, KeyError):
+            raise SystemExit(
+                f"error: {resume[1]} does not hold this run's training state: it was saved by a run with other "
+                "options (e.g. with or without --use_ema, a discriminator or slot restart). Resume with that run's "
+                "options, or start a new run in a new --output_dir."
+            ) from None
         log(f"resumed from {resume[1]}")
         return resume[1]
     return None

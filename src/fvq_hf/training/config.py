@@ -18,16 +18,6 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_hub_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--push_to_hub``, ``--hub_model_id``, ``--hub_token``, ``--hub_private``, named as in diffusers' examples."""
-    parser.add_argument("--push_to_hub", action="store_true", help="upload the final output folder with its model card")
-    parser.add_argument(
-        "--hub_model_id", default=None, help="repository for --push_to_hub (default: the output folder's name)"
-    )
-    parser.add_argument("--hub_token", default=None, help="Hub token (default: the one `hf auth login` stored)")
-    parser.add_argument("--hub_private", action="store_true", help="create the Hub repository as private")
-
-
 def load_yaml_config(path: str | os.PathLike) -> dict:
     """The mapping in a YAML file (an empty file is an empty mapping)."""
     import yaml

@@ -28,6 +28,7 @@ def save_trained_tokenizer(
     base_model: str | None = None,
     codebook_frozen: bool = False,
     training_departures: list[str] | None = None,
+    not_evaluated: str = "",
     push_to_hub: bool = False,
     hub_model_id: str | None = None,
     hub_token: str | None = None,
@@ -37,7 +38,8 @@ def save_trained_tokenizer(
 
     The folded model is what users load for inference; the unfolded one (raw codebook + projector) is what a
     fine-tune continues from. A model whose codebook was frozen (fine-tuned from a folded model) has no
-    unfolded form, and none is written. ``more_evaluations`` ((description, result) pairs, e.g. the demo's unseen
+    unfolded form, and none is written. ``not_evaluated`` says why there is no evaluation (shown in the card).
+    ``more_evaluations`` ((description, result) pairs, e.g. the demo's unseen
     photos beside its held-out cells) join ``evaluation`` in the card. Returns ``{"output_dir", "metrics"[, "hub_url"]}``.
     """
     model.fold().save_pretrained(output_dir)
@@ -56,6 +58,7 @@ def save_trained_tokenizer(
         base_model=base_model,
         codebook_frozen=codebook_frozen,
         training_departures=training_departures,
+        not_evaluated=not_evaluated,
     )
     url = save_card_and_push(
         card,
@@ -134,7 +137,7 @@ def save_trained_generator(
         resolution=meta.get("resolution", "?"),
         grid=" × ".join(map(str, meta.get("grid", ["?", "?"]))),
         views=meta.get("views", "?"),
-        tokenizer=meta.get("tokenizer", "?"),
+        tokenizer=meta.get("tokenizer_name", meta.get("tokenizer", "?")),
         codebook_size=pipeline.vqvae.config.codebook_size,
         sampling={**pipeline.config.sampling_defaults},
         recipe=recipe or {},
