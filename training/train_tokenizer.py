@@ -447,15 +447,11 @@ def build_eval_datasets(args, model: FVQModel) -> list[tuple[str, object, str]]:
             holdout_fraction=args.validation_fraction,
             part="holdout",
         )
-        held = len(dataset)
-        return [
-            (
-                "eval",
-                dataset,
-                f"{held} images held out of {data_name(args)} ({args.validation_fraction:g} of it, drawn with seed "
-                f"{args.seed}; never trained on)",
-            )
-        ]
+        description = (
+            f"{len(dataset)} images held out of {data_name(args)} ({args.validation_fraction:g} of it, drawn with "
+            f"seed {args.seed}; never trained on)"
+        )
+        return [("eval", dataset, description)]
     if args.dataset_name or args.train_data_dir:
         return []
     samples = args.eval_samples or demo_eval_samples(
