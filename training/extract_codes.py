@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Tokenize a labelled image dataset once, for training a class-conditional generator on its codes.
 
-    python training/extract_codes.py --pretrained_model_name_or_path outputs/fvq-mnist --output_dir outputs/mnist-codes
+    python training/extract_codes.py --pretrained_model_name_or_path outputs/fvq-mnist-tokenizer --output_dir outputs/mnist-codes
     python training/extract_codes.py --pretrained_model_name_or_path your-org/fvq-16k --resolution 256 \
         --train_data_dir /data/imagenet/train --ten_crop --output_dir imagenet-codes
     torchrun --nproc_per_node 8 training/extract_codes.py ...        # shards are split between the processes
@@ -32,7 +32,16 @@ from fvq_hf.training.config import add_config_argument, parse_args_with_config
 from fvq_hf.training.hardware import use_cpu
 
 # a resumed extraction must write shards that belong with the finished ones: these fields must match
-_MUST_MATCH = ("tokenizer", "resolution", "views", "num_images", "shard_size", "grid", "codebook_size")
+_MUST_MATCH = (
+    "tokenizer",
+    "tokenizer_subfolder",
+    "resolution",
+    "views",
+    "num_images",
+    "shard_size",
+    "grid",
+    "codebook_size",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,11 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", required=True, help="the codes folder to write (or finish)")
     parser.add_argument("--train_data_dir", default=None, help="a folder of class subfolders of images")
     parser.add_argument("--dataset_name", default=None, help="a datasets dataset (Hub name or local path)")
-    parser.add_argument("--dataset_config_name", default=None)
-    parser.add_argument("--image_column", default="image")
-    parser.add_argument("--label_column", default="label")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--resolution", type=int, default=None, help="default: the tokenizer's sample_size")
+    parser.add_argument("--dataset_config_name", default=None, help="its configuration name")
+    parser.add_argument("--image_column", default="image", help="the image column of --dataset_name")
+    parser.add_argument("--label_column", default="label", help="the integer label column of --dataset_name")
+    parser.add_argument("--split", default="train", help="the split of --dataset_name to tokenize")
+    parser.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="tokenize at this size (a multiple of the tokenizer's downsampling); default: the resolution the "
+        "tokenizer was trained at (its sample_size)",
+    )
     parser.add_argument("--no_flip", action="store_true", help="do not tokenize mirror images too")
     parser.add_argument("--ten_crop", action="store_true", help="LlamaGen's ten crops (with mirrors) per image")
     parser.add_argument("--batch_size", type=int, default=64, help="images per tokenizer batch")
@@ -111,10 +126,24 @@ def main(argv: list[str] | None = None) -> str:
         tokenizer = tokenizer.fold()  # the same codes, without running the bridge for every batch
     tokenizer = tokenizer.eval().to(accelerator.device)
     args.resolution = args.resolution or tokenizer.config.sample_size
-    grid = args.resolution // tokenizer.downsample_factor
+    factor = tokenizer.downsample_factor
+    if args.resolution <= 0 or args.resolution % factor:  # checked before anything is written
+        raise SystemExit(
+            f"error: --resolution {args.resolution} is not a positive multiple of the tokenizer's downsampling "
+            f"factor {factor}: use e.g. {max(factor, args.resolution // factor * factor)} "
+            f"(the tokenizer was trained at {tokenizer.config.sample_size})"
+        )
+    grid = args.resolution // factor
     num_shards = math.ceil(len(source) / args.shard_size)
+    # the tokenizer as train_generator.py will load it from any directory: a local folder by its absolute path
+    local = os.path.isdir(args.pretrained_model_name_or_path)
+    typed = args.pretrained_model_name_or_path
     meta = {
-        "tokenizer": args.pretrained_model_name_or_path + (f"/{args.subfolder}" if args.subfolder else ""),
+        "tokenizer": os.path.abspath(typed) if local else typed,
+        "tokenizer_subfolder": args.subfolder,
+        # how cards name it: a Hub id, or the folder's name (not a path on this machine)
+        "tokenizer_name": (os.path.basename(os.path.normpath(typed)) if local else typed)
+        + (f"/{args.subfolder}" if args.subfolder else ""),
         "codebook_size": tokenizer.config.codebook_size,
         "resolution": args.resolution,
         "grid": [grid, grid],

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Train a class-conditional generator (LlamaGen's GPT) on the codes of an FVQ tokenizer, with Accelerate.
 
-    python training/extract_codes.py --pretrained_model_name_or_path outputs/fvq-mnist --output_dir outputs/mnist-codes --no_flip
+    python training/extract_codes.py --pretrained_model_name_or_path outputs/fvq-mnist-tokenizer \
+        --output_dir outputs/mnist-codes --no_flip
     python training/train_generator.py --codes_dir outputs/mnist-codes --output_dir outputs/fvq-gen-mnist
+    torchrun --nproc_per_node 2 training/train_generator.py --codes_dir outputs/mnist-codes ...   # 2 CPU processes
     accelerate launch --multi_gpu training/train_generator.py --codes_dir imagenet-codes --transformer_preset GPT-L \
         --train_batch_size 256 --learning_rate 1e-4 --num_train_epochs 300 --output_dir fvq-gpt-l
 
@@ -19,7 +21,6 @@ The file reads top to bottom: the options, the pieces a run is built from, sampl
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time
@@ -27,9 +28,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
-from torch.optim.lr_scheduler import LambdaLR
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -38,24 +37,33 @@ from fvq_hf.data import make_grid, tensor_to_pil
 from fvq_hf.data.codes import CodesDataset
 from fvq_hf.models import TRANSFORMER_PRESETS
 from fvq_hf.training import (
+    GENERATOR_SCHEDULES,
+    FixedDecayEMA,
     TrainingProgress,
     add_config_argument,
-    add_hub_arguments,
-    annealing_multiplier,
-    default_mixed_precision,
+    add_run_arguments,
+    append_metrics,
+    averaged_copy,
+    build_accelerator,
+    check_hub,
+    check_output_dir,
+    clear_previous_run,
     get_scheduler,
     hardware_summary,
+    main_process_printer,
     parse_args_with_config,
+    push_run,
     register_and_resume,
+    resolve_checkpoint,
     resumable_batches,
+    run_record,
     save_checkpoint,
+    scaled_learning_rate,
     start_trackers,
-    use_cpu,
+    write_results,
+    write_run_record,
 )
-from fvq_hf.training.ema import FixedDecayEMA
 from fvq_hf.training.outputs import save_trained_generator
-
-GENERATOR_SCHEDULES = ("generator", "annealing", "cosine", "constant")
 
 
 # ----------------------------------------------------------------------------------------------- options
@@ -67,61 +75,79 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--pretrained_tokenizer", default=None, help="the tokenizer (default: the one the codes came from)"
     )
-    data.add_argument("--transformer_preset", default="GPT-B", choices=sorted(TRANSFORMER_PRESETS))
+    data.add_argument(
+        "--pretrained_tokenizer_subfolder", default=None, help="subfolder of --pretrained_tokenizer (e.g. unfolded)"
+    )
+    data.add_argument(
+        "--transformer_preset", default="GPT-B", choices=sorted(TRANSFORMER_PRESETS), help="GPT size (LlamaGen's)"
+    )
     data.add_argument("--pretrained_transformer", default=None, help="start from a saved FVQTransformer (fine-tune)")
     for name in ("dim", "n_layer", "n_head", "multiple_of"):
         data.add_argument(f"--{name}", type=int, default=None, help=f"override the preset's {name}")
-    for name, default in (
-        ("class_dropout_prob", 0.1),
-        ("token_dropout_p", 0.1),
-        ("resid_dropout_p", 0.1),
-        ("ffn_dropout_p", 0.1),
-        ("drop_path_rate", 0.0),
+    for name, default, what in (
+        ("class_dropout_prob", 0.1, "probability of dropping the class label (for classifier-free guidance)"),
+        ("token_dropout_p", 0.1, "dropout on the token embeddings"),
+        ("resid_dropout_p", 0.1, "dropout on the residual branches"),
+        ("ffn_dropout_p", 0.1, "dropout inside the feed-forward blocks"),
+        ("drop_path_rate", 0.0, "stochastic depth rate"),
     ):
-        data.add_argument(f"--{name}", type=float, default=default)
-    data.add_argument("--output_dir", default="outputs/fvq-generator")
+        data.add_argument(f"--{name}", type=float, default=default, help=what)
+    data.add_argument(
+        "--output_dir", default="outputs/fvq-generator", help="where checkpoints, logs and the pipeline go"
+    )
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--train_batch_size", type=int, default=64, help="sequences per process and step")
-    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim.add_argument("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
     optim.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
-    optim.add_argument("--num_train_epochs", type=int, default=300)
+    optim.add_argument(
+        "--num_train_epochs", type=int, default=300, help="passes over the codes when --max_train_steps is not given"
+    )
     optim.add_argument("--learning_rate", type=float, default=1e-4, help="per --lr_reference_batch sequences")
-    optim.add_argument("--lr_reference_batch", type=int, default=256)
+    optim.add_argument(
+        "--lr_reference_batch", type=int, default=256, help="the rate is scaled linearly from this global batch"
+    )
     optim.add_argument("--no_scale_lr", action="store_true", help="use --learning_rate as is")
-    optim.add_argument("--lr_scheduler", default="generator", choices=GENERATOR_SCHEDULES)
+    optim.add_argument(
+        "--lr_scheduler",
+        default="generator",
+        choices=GENERATOR_SCHEDULES,
+        help="generator (FVQ's: constant, then linear to 1 %%), annealing, cosine or constant",
+    )
     optim.add_argument("--lr_constant_ratio", type=float, default=0.05, help="generator schedule: constant part")
     optim.add_argument("--lr_warmup_ratio", type=float, default=0.1, help="annealing/cosine/constant: warmup part")
-    optim.add_argument("--adam_beta1", type=float, default=0.9)
-    optim.add_argument("--adam_beta2", type=float, default=0.95)
+    optim.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW β1")
+    optim.add_argument("--adam_beta2", type=float, default=0.95, help="AdamW β2")
     optim.add_argument("--weight_decay", type=float, default=0.05, help="on weights with ≥ 2 dimensions")
-    optim.add_argument("--max_grad_norm", type=float, default=1.0)
+    optim.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm; 0 turns it off")
     optim.add_argument("--use_ema", action="store_true", help="keep an EMA of the weights and save it")
-    optim.add_argument("--ema_decay", type=float, default=0.9999)
+    optim.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay per optimizer step (fixed)")
     optim.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="default: bf16 on GPUs")
-    optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--cpu", action="store_true")
-    optim.add_argument("--dataloader_num_workers", type=int, default=0)
+    optim.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, views and dropout")
+    optim.add_argument(
+        "--cpu", action="store_true", help="train on the CPU even where a GPU is present (automatic for torchrun)"
+    )
+    optim.add_argument("--dataloader_num_workers", type=int, default=0, help="data loading processes per process")
 
     run = parser.add_argument_group("logging, checkpoints, samples")
-    run.add_argument("--logging_steps", type=int, default=50)
-    run.add_argument("--checkpointing_steps", type=int, default=1000)
-    run.add_argument("--checkpoints_total_limit", type=int, default=2)
+    run.add_argument("--logging_steps", type=int, default=50, help="log the loss every N steps")
+    run.add_argument("--checkpointing_steps", type=int, default=1000, help="save the full training state every N steps")
+    run.add_argument("--checkpoints_total_limit", type=int, default=2, help="keep only the newest N checkpoints")
     run.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder name')
     run.add_argument("--validation_steps", type=int, default=500, help="sample grid to TensorBoard every N steps")
     run.add_argument("--num_validation_images", type=int, default=8, help="per class (first 10 classes)")
     run.add_argument("--report_to", default="tensorboard", help='"tensorboard", "wandb", "all" or "none"')
-    run.add_argument("--logging_dir", default="logs")
+    run.add_argument("--logging_dir", default="logs", help="under --output_dir")
     sampling = parser.add_argument_group("sampling defaults (saved with the pipeline)")
-    sampling.add_argument("--guidance_scale", type=float, default=1.75)
-    sampling.add_argument("--temperature", type=float, default=1.0)
-    sampling.add_argument("--top_k", type=int, default=0)
-    sampling.add_argument("--top_p", type=float, default=1.0)
+    sampling.add_argument("--guidance_scale", type=float, default=1.75, help="classifier-free guidance scale")
+    sampling.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    sampling.add_argument("--top_k", type=int, default=0, help="sample from the k likeliest tokens; 0: all")
+    sampling.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass; 1: all")
     fid = parser.add_argument_group("FID of generated images (optional)")
     fid.add_argument("--inception_weights", default=None, help="pytorch-fid's pt_inception weights (file or Hub)")
     fid.add_argument("--fid_reference_dir", default=None, help="real images to compare against")
-    fid.add_argument("--fid_num_samples", type=int, default=5000)
-    add_hub_arguments(parser)
+    fid.add_argument("--fid_num_samples", type=int, default=5000, help="generated images compared")
+    add_run_arguments(parser.add_argument_group("outputs"))
     return parser
 
 
@@ -163,13 +189,9 @@ def build_optimizer(model: FVQTransformer, lr: float, args) -> torch.optim.AdamW
     return torch.optim.AdamW(groups, lr=lr, betas=(args.adam_beta1, args.adam_beta2))
 
 
-def build_scheduler(args, optimizer, max_steps: int) -> LambdaLR:
-    if args.lr_scheduler == "generator":  # FVQ's: constant for 5 % of the steps, then linear to 1 %
-        return LambdaLR(
-            optimizer,
-            lambda step: annealing_multiplier(step, max_steps, warmup_ratio=0.0, constant_ratio=args.lr_constant_ratio),
-        )
-    return get_scheduler(args.lr_scheduler, optimizer, max_steps, args.lr_warmup_ratio)
+def build_scheduler(args, optimizer, max_steps: int):
+    """The --lr_scheduler (fvq_hf.training.schedules), stepped by hand once per optimizer step."""
+    return get_scheduler(args.lr_scheduler, optimizer, max_steps, args.lr_warmup_ratio, args.lr_constant_ratio)
 
 
 @torch.no_grad()
@@ -213,44 +235,75 @@ def recipe_summary(args, lr: float, global_batch: int, max_steps: int, model: FV
     }
 
 
+def load_tokenizer(args, dataset: CodesDataset) -> tuple[FVQModel, str]:
+    """The folded tokenizer the codes came from (or --pretrained_tokenizer), and its name for the card; a tokenizer
+    that cannot be loaded, or does not fit the codes, stops the run naming --pretrained_tokenizer."""
+    meta = dataset.meta
+    if args.pretrained_tokenizer:
+        source, subfolder, where = (
+            args.pretrained_tokenizer,
+            args.pretrained_tokenizer_subfolder,
+            "--pretrained_tokenizer",
+        )
+    else:
+        source, subfolder = meta["tokenizer"], meta.get("tokenizer_subfolder")
+        where = f"the tokenizer recorded in {os.path.join(args.codes_dir, 'meta.json')}"
+    try:
+        tokenizer = FVQModel.from_pretrained(source, subfolder=subfolder)
+    except (OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SystemExit(
+            f"error: could not load {where}, {source!r}{f' (subfolder {subfolder})' if subfolder else ''}: {first}\n"
+            "Pass the tokenizer the codes were extracted with: --pretrained_tokenizer <folder or Hub id> "
+            "(and --pretrained_tokenizer_subfolder if it is in one)."
+        ) from None
+    if tokenizer.config.codebook_size != meta["codebook_size"]:
+        raise SystemExit(
+            f"the tokenizer {source} has {tokenizer.config.codebook_size} codes, the codes in {args.codes_dir} come "
+            f"from one with {meta['codebook_size']}: pass the right --pretrained_tokenizer"
+        )
+    if not tokenizer.config.folded:
+        tokenizer = tokenizer.fold()
+    tokenizer.register_to_config(sample_size=meta["resolution"])  # the resolution its codes were made at
+    name = meta.get("tokenizer_name", source) if not args.pretrained_tokenizer else source
+    return tokenizer.eval().requires_grad_(False), name
+
+
 # ----------------------------------------------------------------------------------------------- main
+# what a generator run saves in its output folder besides the run's own files
+MODEL_FILES = ("model_index.json", "transformer", "vqvae", "README.md", "samples.png")
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     started = time.time()
-    args.mixed_precision = args.mixed_precision or default_mixed_precision(args.cpu)
-    report_to = None if args.report_to == "none" else args.report_to
-    accelerator = Accelerator(
-        cpu=use_cpu(args.cpu),
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=report_to,
-        project_config=ProjectConfiguration(args.output_dir, os.path.join(args.output_dir, args.logging_dir)),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
-
-    def log(message: str) -> None:
-        if accelerator.is_main_process:
-            print(message, flush=True)
-
+    accelerator = build_accelerator(args)
+    log = main_process_printer(accelerator)
     set_seed(args.seed)
     checkpoints_dir = os.path.join(args.output_dir, "checkpoints")
-    metrics_file = os.path.join(args.output_dir, "metrics.jsonl")
+
+    # ---- everything that can be checked is checked before anything is written
+    try:
+        dataset = CodesDataset(args.codes_dir, seed=args.seed)
+    except FileNotFoundError as error:
+        raise SystemExit(f"error: {error}") from None
+    record = run_record(
+        args,
+        "train_generator",
+        accelerator.num_processes,
+        not_defining=("num_validation_images", "guidance_scale", "temperature", "top_k", "top_p", "fid_num_samples"),
+        data={key: dataset.meta.get(key) for key in ("tokenizer", "source", "num_images", "resolution", "views")},
+        base_model=args.pretrained_transformer,
+    )
+    check_output_dir(args, record, MODEL_FILES, resolve_checkpoint(checkpoints_dir, args.resume_from_checkpoint))
+    hub = check_hub(args, accelerator.is_main_process)
 
     # ---- data, models, optimizer
-    dataset = CodesDataset(args.codes_dir, seed=args.seed)
-    tokenizer_source = args.pretrained_tokenizer or dataset.meta["tokenizer"]
-    tokenizer = FVQModel.from_pretrained(tokenizer_source)
-    if not tokenizer.config.folded:
-        tokenizer = tokenizer.fold()
-    tokenizer = tokenizer.eval().requires_grad_(False).to(accelerator.device)
-    if tokenizer.config.codebook_size != dataset.meta["codebook_size"]:
-        raise SystemExit(
-            f"the tokenizer {tokenizer_source} has {tokenizer.config.codebook_size} codes, the codes in "
-            f"{args.codes_dir} come from one with {dataset.meta['codebook_size']}: pass the right --pretrained_tokenizer"
-        )
+    tokenizer, tokenizer_name = load_tokenizer(args, dataset)
+    tokenizer = tokenizer.to(accelerator.device)
     model = build_transformer(args, dataset)
     global_batch = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
-    lr = args.learning_rate if args.no_scale_lr else args.learning_rate * global_batch / args.lr_reference_batch
+    lr = scaled_learning_rate(args, global_batch)
     optimizer = build_optimizer(model, lr, args)
     dataloader = DataLoader(
         dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=True, num_workers=args.dataloader_num_workers
@@ -263,24 +316,32 @@ def main(argv: list[str] | None = None) -> dict:
     unwrapped = accelerator.unwrap_model(model)
     steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
     max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    scheduler = build_scheduler(args, optimizer, max_steps)  # stepped by hand, once per optimizer step
+    scheduler = build_scheduler(args, optimizer, max_steps)
     ema = FixedDecayEMA(unwrapped.parameters(), args.ema_decay) if args.use_ema else None  # LlamaGen's: fixed decay
     progress = TrainingProgress()
-    if register_and_resume(accelerator, (scheduler, ema, progress), checkpoints_dir, args.resume_from_checkpoint, log):
+    cleared = clear_previous_run(accelerator, args, MODEL_FILES)
+    if cleared:
+        log(f"--overwrite_output_dir: deleted the previous run's {', '.join(cleared)} in {args.output_dir}")
+    resumed = register_and_resume(
+        accelerator, (scheduler, ema, progress), checkpoints_dir, args.resume_from_checkpoint, log, record=record
+    )
+    if resumed:
         log(f"continuing at step {progress.global_step}")
+    if accelerator.is_main_process:
+        write_run_record(args.output_dir, record)
     start_trackers(accelerator, "fvq_generator", args, args.output_dir)
     parameters = sum(p.numel() for p in unwrapped.parameters())
     log(
         f"training a {parameters / 1e6:.1f} M-parameter transformer on {len(dataset)} sequences of "
         f"{unwrapped.config.block_size} tokens ({dataset.meta['num_classes']} classes): {max_steps} steps, "
-        f"global batch {global_batch}, lr {lr:.3g} ({args.lr_scheduler})"
+        f"{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:.3g} ({args.lr_scheduler})"
     )
     progress_bar = tqdm(
         range(max_steps), initial=progress.global_step, desc="steps", disable=not accelerator.is_local_main_process
     )
 
     tensorboard = None  # sample grids go to TensorBoard only
-    if accelerator.is_main_process and report_to in ("tensorboard", "all"):
+    if accelerator.is_main_process and args.report_to in ("tensorboard", "all"):
         tensorboard = accelerator.get_tracker("tensorboard", unwrap=True)
 
     # ---- the loop: one batch per iteration, one optimizer step every --gradient_accumulation_steps batches
@@ -314,11 +375,9 @@ def main(argv: list[str] | None = None) -> dict:
             logs = {"loss": accelerator.reduce(loss.detach(), "mean").item(), "lr": scheduler.get_last_lr()[0]}
             accelerator.log(logs, step=step)
             progress_bar.set_postfix(loss=f"{logs['loss']:.4f}")
-            if accelerator.is_main_process:
-                with open(metrics_file, "a") as handle:
-                    handle.write(json.dumps({"step": step, **logs}) + "\n")
+            append_metrics(accelerator, args.output_dir, step, logs)
         if step % args.checkpointing_steps == 0 and step < max_steps:
-            save_checkpoint(accelerator, checkpoints_dir, step, args.checkpoints_total_limit)
+            save_checkpoint(accelerator, checkpoints_dir, step, args.checkpoints_total_limit, record)
         if step % args.validation_steps == 0 and step < max_steps and tensorboard is not None:  # the last: below
             grid, _ = sample_grid(
                 unwrapped, tokenizer, dataset.meta["num_classes"], args.num_validation_images, args, step
@@ -326,18 +385,13 @@ def main(argv: list[str] | None = None) -> dict:
             tensorboard.add_image("samples", np.asarray(grid), step, dataformats="HWC")
             model.train()
 
-    # ---- outputs
+    # ---- outputs: the pipeline and its card, the results, then (only then) the push
     progress_bar.close()
     accelerator.wait_for_everyone()
     wall_time = time.time() - started
     summary = {}
     if accelerator.is_main_process:
-        final = unwrapped
-        if ema is not None:
-            final = FVQTransformer.from_config(unwrapped.config)
-            final.load_state_dict(unwrapped.state_dict())
-            ema.copy_to(final.parameters())
-        final = final.eval().to(accelerator.device)
+        final = averaged_copy(unwrapped, ema).eval().to(accelerator.device)
         pipeline = FVQPipeline(
             vqvae=tokenizer,
             transformer=final,
@@ -369,27 +423,30 @@ def main(argv: list[str] | None = None) -> dict:
             pipeline,
             args.output_dir,
             sample_grid=grid,
-            codes_meta=dataset.meta,
+            codes_meta={**dataset.meta, "tokenizer_name": tokenizer_name},
             recipe=recipe_summary(args, lr, global_batch, max_steps, final),
             hardware=hardware_summary(accelerator),
             wall_time=wall_time,
             final_loss=loss.detach().item() if progress.global_step else None,
             metrics=metrics,
-            push_to_hub=args.push_to_hub,
-            hub_model_id=args.hub_model_id,
-            hub_token=args.hub_token,
-            hub_private=args.hub_private,
         )
         log(
             f"done in {wall_time / 60:.1f} min; saved the pipeline to {args.output_dir} "
             f"(FVQPipeline.from_pretrained('{args.output_dir}')) and a sample grid to {summary['sample_grid']}"
-            + (f"; pushed to {summary.get('hub_url')}" if args.push_to_hub else "")
         )
     accelerator.end_training()
-    results = {"steps": progress.global_step, "wall_time_seconds": wall_time, **summary}
+    results = {
+        "steps": progress.global_step,
+        "wall_time_seconds": wall_time,
+        "num_processes": accelerator.num_processes,
+        **summary,
+    }
     if accelerator.is_main_process:
-        with open(os.path.join(args.output_dir, "train_results.json"), "w") as handle:
-            json.dump(results, handle, indent=2, default=str)
+        write_results(args.output_dir, results)
+        if hub is not None:
+            results["hub_url"] = push_run(hub, args.output_dir, "Upload FVQ generator")
+            write_results(args.output_dir, results)
+            log(f"pushed to {results['hub_url']}")
     return results
 
 

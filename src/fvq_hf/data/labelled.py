@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,6 +68,18 @@ def load_image_folder_with_classes(root: str | os.PathLike) -> LabelledImages:
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     if not classes:
         raise ValueError(f"{root!r} has no class subfolders: put each class's images in a folder named after it")
+    loose = sorted(
+        name
+        for name in os.listdir(root)
+        if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(root, name))
+    )
+    if loose:  # they have no class: left out, but never silently
+        shown = ", ".join(loose[:5]) + (f" and {len(loose) - 5} more" if len(loose) > 5 else "")
+        warnings.warn(
+            f"{len(loose)} image(s) directly in {root!r} belong to no class folder and are left out ({shown}): "
+            "move each into the folder of its class",
+            stacklevel=2,
+        )
     paths, labels = [], []
     for label, name in enumerate(classes):
         for folder, _, files in sorted(os.walk(os.path.join(root, name))):
@@ -78,7 +91,7 @@ def load_image_folder_with_classes(root: str | os.PathLike) -> LabelledImages:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders of {root!r}")
     names = [_NUMBERED.match(c) for c in classes]
     id2label = {i: (m[1] if all(names) else c) for i, (m, c) in enumerate(zip(names, classes, strict=True))}
-    return LabelledImages(paths, labels, id2label, f"image folder {root}")
+    return LabelledImages(paths, labels, id2label, f"image folder {os.path.basename(os.path.normpath(root))}")
 
 
 class _DatasetsImages:

@@ -29,9 +29,10 @@ from .runs import (
     write_results,
     write_run_record,
 )
-from .schedules import SCHEDULES, annealing_multiplier, get_scheduler
+from .schedules import GENERATOR_SCHEDULES, SCHEDULES, annealing_multiplier, get_scheduler
 
 __all__ = [
+    "GENERATOR_SCHEDULES",
     "SCHEDULES",
     "FixedDecayEMA",
     "HubTarget",

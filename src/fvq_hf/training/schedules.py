@@ -1,5 +1,6 @@
-"""Learning annealing (FVQ, arXiv 2509.10140, Table 6 and Appendix G): warmup from 0.5 %, 30 % constant, then a
-decay to 1 % of the base rate."""
+"""Learning-rate schedules: learning annealing (FVQ, arXiv 2509.10140, Table 6 and Appendix G: warmup from 0.5 %,
+30 % constant, then a decay to 1 % of the base rate), its cosine and constant variants, and the generator's (FVQ's
+§4.3: constant for 5 % of the steps, then linear to 1 %, no warmup)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 SCHEDULES = ("annealing", "cosine", "constant")
+GENERATOR_SCHEDULES = ("generator", *SCHEDULES)
 
 
 def annealing_multiplier(
@@ -43,10 +45,18 @@ def annealing_multiplier(
     raise ValueError(f"Unknown decay {decay!r}; choose 'linear', 'cosine' or 'none'.")
 
 
-def get_scheduler(name: str, optimizer: Optimizer, total_steps: int, warmup_ratio: float = 0.1) -> LambdaLR:
+def get_scheduler(
+    name: str, optimizer: Optimizer, total_steps: int, warmup_ratio: float = 0.1, constant_ratio: float = 0.05
+) -> LambdaLR:
     """``"annealing"`` (the paper's: warmup, constant, linear decay to 1 %), ``"cosine"`` (cosine decay instead),
-    or ``"constant"`` (warmup, then the base rate; ``warmup_ratio=0`` for none at all)."""
+    ``"constant"`` (warmup, then the base rate; ``warmup_ratio=0`` for none at all), or ``"generator"`` (no
+    warmup, constant for ``constant_ratio`` of the steps, then linear to 1 %: the generator's)."""
+    if name == "generator":
+        return LambdaLR(
+            optimizer,
+            lambda step: annealing_multiplier(step, total_steps, warmup_ratio=0.0, constant_ratio=constant_ratio),
+        )
     decay = {"annealing": "linear", "cosine": "cosine", "constant": "none"}.get(name)
     if decay is None:
-        raise ValueError(f"Unknown learning-rate schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
+        raise ValueError(f"Unknown learning-rate schedule {name!r}; choose one of {', '.join(GENERATOR_SCHEDULES)}.")
     return LambdaLR(optimizer, lambda step: annealing_multiplier(step, total_steps, warmup_ratio, decay=decay))
