@@ -295,7 +295,11 @@ def main(argv: list[str] | None = None) -> dict:
         data={key: dataset.meta.get(key) for key in ("tokenizer", "source", "num_images", "resolution", "views")},
         base_model=args.pretrained_transformer,
     )
-    check_output_dir(args, record, MODEL_FILES, resolve_checkpoint(checkpoints_dir, args.resume_from_checkpoint))
+    try:
+        checkpoint = resolve_checkpoint(checkpoints_dir, args.resume_from_checkpoint)
+    except FileNotFoundError as error:
+        raise SystemExit(f"error: {error}") from None
+    check_output_dir(args, record, MODEL_FILES, checkpoint)
     hub = check_hub(args, accelerator.is_main_process)
 
     # ---- data, models, optimizer
@@ -319,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
     scheduler = build_scheduler(args, optimizer, max_steps)
     ema = FixedDecayEMA(unwrapped.parameters(), args.ema_decay) if args.use_ema else None  # LlamaGen's: fixed decay
     progress = TrainingProgress()
-    cleared = clear_previous_run(accelerator, args, MODEL_FILES)
+    cleared = clear_previous_run(accelerator, args, MODEL_FILES, checkpoint)
     if cleared:
         log(f"--overwrite_output_dir: deleted the previous run's {', '.join(cleared)} in {args.output_dir}")
     resumed = register_and_resume(

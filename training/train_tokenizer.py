@@ -632,7 +632,11 @@ def main(argv: list[str] | None = None) -> dict:
         data=data_name(args),
         base_model=args.pretrained_model_name_or_path,
     )
-    check_output_dir(args, record, MODEL_FILES, resolve_checkpoint(checkpoints_dir, args.resume_from_checkpoint))
+    try:
+        checkpoint = resolve_checkpoint(checkpoints_dir, args.resume_from_checkpoint)
+    except FileNotFoundError as error:
+        raise SystemExit(f"error: {error}") from None
+    check_output_dir(args, record, MODEL_FILES, checkpoint)
     hub = check_hub(args, accelerator.is_main_process)
 
     # ---- model, losses, optimizers
@@ -720,7 +724,7 @@ def main(argv: list[str] | None = None) -> dict:
     ema = build_ema(args, unwrapped, accelerator.device)
     slot_restart = build_slot_restart(args, unwrapped, codebook_frozen, log)
     progress = TrainingProgress()
-    cleared = clear_previous_run(accelerator, args, MODEL_FILES)
+    cleared = clear_previous_run(accelerator, args, MODEL_FILES, checkpoint)
     if cleared:
         log(f"--overwrite_output_dir: deleted the previous run's {', '.join(cleared)} in {args.output_dir}")
     if register_and_resume(

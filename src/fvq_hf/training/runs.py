@@ -194,19 +194,25 @@ def check_output_dir(
     )
 
 
-def clear_previous_run(accelerator: Accelerator, args: argparse.Namespace, model_files: tuple[str, ...]) -> list[str]:
-    """With ``--overwrite_output_dir`` (and no resume), delete the previous run's files in ``--output_dir``: its
-    record, metrics, results, checkpoints, logs and model; nothing else in the folder is touched."""
-    if not args.overwrite_output_dir or args.resume_from_checkpoint:
+def clear_previous_run(
+    accelerator: Accelerator, args: argparse.Namespace, model_files: tuple[str, ...], checkpoint
+) -> list[str]:
+    """Before a run that does not resume a ``checkpoint``, delete what :func:`check_output_dir` let it replace: with
+    ``--overwrite_output_dir`` the previous run's record, metrics, results, checkpoints, logs and model (nothing
+    else in the folder is touched); otherwise the metrics of this same run's earlier attempt, which start again."""
+    if checkpoint is not None:
         return []
-    found = previous_run(args.output_dir, (*model_files, args.logging_dir))
+    if args.overwrite_output_dir:
+        found = previous_run(args.output_dir, (*model_files, args.logging_dir))
+    else:
+        found = [METRICS_FILE] if os.path.isfile(os.path.join(args.output_dir, METRICS_FILE)) else []
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         for name in found:
             path = os.path.join(args.output_dir, name)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     accelerator.wait_for_everyone()
-    return found
+    return found if args.overwrite_output_dir else []
 
 
 def check_resume(checkpoint: str, record: dict) -> None:
