@@ -40,28 +40,15 @@ from fvq_hf.training import (
     GENERATOR_SCHEDULES,
     FixedDecayEMA,
     TrainingProgress,
+    TrainingRun,
     add_config_argument,
     add_run_arguments,
-    append_metrics,
     averaged_copy,
     build_accelerator,
-    check_hub,
-    check_output_dir,
-    clear_previous_run,
     get_scheduler,
     hardware_summary,
-    main_process_printer,
     parse_args_with_config,
-    push_run,
-    register_and_resume,
-    resolve_checkpoint,
     resumable_batches,
-    run_record,
-    save_checkpoint,
-    scaled_learning_rate,
-    start_trackers,
-    write_results,
-    write_run_record,
 )
 from fvq_hf.training.outputs import save_trained_generator
 
@@ -278,36 +265,28 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     started = time.time()
     accelerator = build_accelerator(args)
-    log = main_process_printer(accelerator)
     set_seed(args.seed)
-    checkpoints_dir = os.path.join(args.output_dir, "checkpoints")
 
     # ---- everything that can be checked is checked before anything is written
     try:
         dataset = CodesDataset(args.codes_dir, seed=args.seed)
     except FileNotFoundError as error:
         raise SystemExit(f"error: {error}") from None
-    record = run_record(
+    run = TrainingRun(
+        accelerator,
         args,
         "train_generator",
-        accelerator.num_processes,
+        MODEL_FILES,
         not_defining=("num_validation_images", "guidance_scale", "temperature", "top_k", "top_p", "fid_num_samples"),
         data={key: dataset.meta.get(key) for key in ("tokenizer", "source", "num_images", "resolution", "views")},
         base_model=args.pretrained_transformer,
     )
-    try:
-        checkpoint = resolve_checkpoint(checkpoints_dir, args.resume_from_checkpoint)
-    except FileNotFoundError as error:
-        raise SystemExit(f"error: {error}") from None
-    check_output_dir(args, record, MODEL_FILES, checkpoint)
-    hub = check_hub(args, accelerator.is_main_process)
+    log, global_batch, lr = run.log, run.global_batch, run.learning_rate
 
     # ---- data, models, optimizer
     tokenizer, tokenizer_name = load_tokenizer(args, dataset)
     tokenizer = tokenizer.to(accelerator.device)
     model = build_transformer(args, dataset)
-    global_batch = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
-    lr = scaled_learning_rate(args, global_batch)
     optimizer = build_optimizer(model, lr, args)
     dataloader = DataLoader(
         dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=True, num_workers=args.dataloader_num_workers
@@ -323,17 +302,8 @@ def main(argv: list[str] | None = None) -> dict:
     scheduler = build_scheduler(args, optimizer, max_steps)
     ema = FixedDecayEMA(unwrapped.parameters(), args.ema_decay) if args.use_ema else None  # LlamaGen's: fixed decay
     progress = TrainingProgress()
-    cleared = clear_previous_run(accelerator, args, MODEL_FILES, checkpoint)
-    if cleared:
-        log(f"--overwrite_output_dir: deleted the previous run's {', '.join(cleared)} in {args.output_dir}")
-    resumed = register_and_resume(
-        accelerator, (scheduler, ema, progress), checkpoints_dir, args.resume_from_checkpoint, log, record=record
-    )
-    if resumed:
+    if run.begin((scheduler, ema, progress), "fvq_generator"):
         log(f"continuing at step {progress.global_step}")
-    if accelerator.is_main_process:
-        write_run_record(args.output_dir, record)
-    start_trackers(accelerator, "fvq_generator", args, args.output_dir)
     parameters = sum(p.numel() for p in unwrapped.parameters())
     log(
         f"training a {parameters / 1e6:.1f} M-parameter transformer on {len(dataset)} sequences of "
@@ -377,11 +347,10 @@ def main(argv: list[str] | None = None) -> dict:
 
         if step % args.logging_steps == 0 or step == max_steps:
             logs = {"loss": accelerator.reduce(loss.detach(), "mean").item(), "lr": scheduler.get_last_lr()[0]}
-            accelerator.log(logs, step=step)
+            run.log_metrics(step, logs)
             progress_bar.set_postfix(loss=f"{logs['loss']:.4f}")
-            append_metrics(accelerator, args.output_dir, step, logs)
         if step % args.checkpointing_steps == 0 and step < max_steps:
-            save_checkpoint(accelerator, checkpoints_dir, step, args.checkpoints_total_limit, record)
+            run.save_checkpoint(step)
         if step % args.validation_steps == 0 and step < max_steps and tensorboard is not None:  # the last: below
             grid, _ = sample_grid(
                 unwrapped, tokenizer, dataset.meta["num_classes"], args.num_validation_images, args, step
@@ -445,13 +414,7 @@ def main(argv: list[str] | None = None) -> dict:
         "num_processes": accelerator.num_processes,
         **summary,
     }
-    if accelerator.is_main_process:
-        write_results(args.output_dir, results)
-        if hub is not None:
-            results["hub_url"] = push_run(hub, args.output_dir, "Upload FVQ generator")
-            write_results(args.output_dir, results)
-            log(f"pushed to {results['hub_url']}")
-    return results
+    return run.finish(results, "Upload FVQ generator")
 
 
 if __name__ == "__main__":

@@ -69,28 +69,16 @@ from fvq_hf.training import (
     SCHEDULES,
     FixedDecayEMA,
     TrainingProgress,
+    TrainingRun,
     add_config_argument,
     add_run_arguments,
     append_metrics,
     averaged_copy,
     build_accelerator,
-    check_hub,
-    check_output_dir,
-    clear_previous_run,
     get_scheduler,
     hardware_summary,
-    main_process_printer,
     parse_args_with_config,
-    push_run,
-    register_and_resume,
-    resolve_checkpoint,
     resumable_batches,
-    run_record,
-    save_checkpoint,
-    scaled_learning_rate,
-    start_trackers,
-    write_results,
-    write_run_record,
 )
 from fvq_hf.training.outputs import save_trained_tokenizer
 
@@ -619,25 +607,19 @@ def main(argv: list[str] | None = None) -> dict:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.WARNING if accelerator.is_main_process else logging.ERROR,
     )
-    log = main_process_printer(accelerator)
     set_seed(args.seed)
-    checkpoints_dir = os.path.join(args.output_dir, "checkpoints")
 
     # ---- everything that can be checked is checked before anything is written
-    record = run_record(
+    run = TrainingRun(
+        accelerator,
         args,
         "train_tokenizer",
-        accelerator.num_processes,
+        MODEL_FILES,
         not_defining=("eval_samples",),
         data=data_name(args),
         base_model=args.pretrained_model_name_or_path,
     )
-    try:
-        checkpoint = resolve_checkpoint(checkpoints_dir, args.resume_from_checkpoint)
-    except FileNotFoundError as error:
-        raise SystemExit(f"error: {error}") from None
-    check_output_dir(args, record, MODEL_FILES, checkpoint)
-    hub = check_hub(args, accelerator.is_main_process)
+    log, global_batch, lr = run.log, run.global_batch, run.learning_rate
 
     # ---- model, losses, optimizers
     model, codebook_frozen = build_model(args, log)
@@ -649,8 +631,6 @@ def main(argv: list[str] | None = None) -> dict:
     model.register_to_config(sample_size=args.resolution)  # what tools that default to it should use
     lpips = build_perceptual_loss(args, accelerator.device, log)
     discriminator = build_discriminator(args, model.config.out_channels)
-    global_batch = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
-    lr = scaled_learning_rate(args, global_batch)
     adam = {"lr": lr, "betas": (args.adam_beta1, args.adam_beta2), "weight_decay": args.weight_decay}
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], **adam)
     disc_optimizer = torch.optim.Adam(discriminator.parameters(), **adam) if discriminator is not None else None
@@ -724,21 +704,8 @@ def main(argv: list[str] | None = None) -> dict:
     ema = build_ema(args, unwrapped, accelerator.device)
     slot_restart = build_slot_restart(args, unwrapped, codebook_frozen, log)
     progress = TrainingProgress()
-    cleared = clear_previous_run(accelerator, args, MODEL_FILES, checkpoint)
-    if cleared:
-        log(f"--overwrite_output_dir: deleted the previous run's {', '.join(cleared)} in {args.output_dir}")
-    if register_and_resume(
-        accelerator,
-        (scheduler, disc_scheduler, usage, ema, progress, slot_restart),
-        checkpoints_dir,
-        args.resume_from_checkpoint,
-        log,
-        record=record,
-    ):
+    if run.begin((scheduler, disc_scheduler, usage, ema, progress, slot_restart), "fvq_tokenizer"):
         log(f"continuing at step {progress.global_step}")
-    if accelerator.is_main_process:
-        write_run_record(args.output_dir, record)
-    start_trackers(accelerator, "fvq_tokenizer", args, args.output_dir)
 
     evaluated_on = (
         " + ".join(f"{count} ({description})" for _, _, description, count in eval_sets)
@@ -830,16 +797,14 @@ def main(argv: list[str] | None = None) -> dict:
                 logs["train_live_slots_window"] = slots[0]
             if slot_restart is not None:
                 logs["slot_restarts"] = slot_restart.restarts
-            accelerator.log(logs, step=step)
+            run.log_metrics(step, logs)
             postfix = {"loss": f"{logs['loss']:.4f}", "usage": f"{stats.usage:.1%}"}
             if slots is not None:
                 postfix["slots"] = f"{slots[0]}/{slots[1]}"
             progress_bar.set_postfix(**postfix)
-            append_metrics(accelerator, args.output_dir, step, logs)
 
         if step % args.checkpointing_steps == 0 and step < max_steps:
-            path = save_checkpoint(accelerator, checkpoints_dir, step, args.checkpoints_total_limit, record)
-            logger.info(f"saved {path}")
+            logger.info(f"saved {run.save_checkpoint(step)}")
 
         if step % args.validation_steps == 0 or step == max_steps:
             for prefix, dataloader, description, _ in eval_sets:
@@ -906,13 +871,7 @@ def main(argv: list[str] | None = None) -> dict:
         "hardware": hardware,
         **summary,
     }
-    if accelerator.is_main_process:
-        write_results(args.output_dir, results)
-        if hub is not None:
-            results["hub_url"] = push_run(hub, args.output_dir, "Upload FVQ tokenizer")
-            write_results(args.output_dir, results)
-            log(f"pushed to {results['hub_url']}")
-    return results
+    return run.finish(results, "Upload FVQ tokenizer")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from .hardware import default_mixed_precision, hardware_summary, use_cpu
 from .progress import TrainingProgress, resumable_batches
 from .runs import (
     HubTarget,
+    TrainingRun,
     add_run_arguments,
     append_metrics,
     averaged_copy,
@@ -37,6 +38,7 @@ __all__ = [
     "FixedDecayEMA",
     "HubTarget",
     "TrainingProgress",
+    "TrainingRun",
     "add_config_argument",
     "add_run_arguments",
     "annealing_multiplier",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 
+from .config import start_trackers
 from .hardware import default_mixed_precision, use_cpu
 
 RUN_RECORD = "run.json"
@@ -309,3 +310,80 @@ def write_results(output_dir: str, results: dict) -> str:
     with open(path, "w") as handle:
         json.dump(results, handle, indent=2, default=str)
     return path
+
+
+# ------------------------------------------------------------------------------------ a run, start to end
+class TrainingRun:
+    """A training run in ``--output_dir``, from its checks to its results; both training scripts use it so that
+    what surrounds their loops is written once.
+
+    Creating it checks, before anything is written: the checkpoint ``--resume_from_checkpoint`` names, that the
+    folder holds no other run (:func:`check_output_dir`) and the Hub (:func:`check_hub`). :meth:`begin` then
+    clears what may be replaced, resumes, writes the run's record and starts the trackers; :meth:`save_checkpoint`
+    saves the state with the record; :meth:`finish` writes the results and pushes after them.
+
+    Args:
+        accelerator: the run's (:func:`build_accelerator`).
+        args: the parsed options (``output_dir``, ``resume_from_checkpoint``, the Hub flags, …).
+        script: the script's name, recorded.
+        model_files: what the script saves in ``--output_dir`` besides the run's own files.
+        not_defining: the script's options that may change on a resume besides :data:`NOT_DEFINING`.
+        facts: recorded with the options (the data and the base model as the script resolved them).
+    """
+
+    def __init__(self, accelerator, args, script: str, model_files: tuple[str, ...], not_defining=(), **facts):
+        self.accelerator, self.args, self.model_files = accelerator, args, model_files
+        self.log = main_process_printer(accelerator)
+        self.checkpoints_dir = os.path.join(args.output_dir, CHECKPOINTS_DIR)
+        self.record = run_record(args, script, accelerator.num_processes, not_defining, **facts)
+        from .checkpoints import resolve_checkpoint
+
+        try:
+            self.checkpoint = resolve_checkpoint(self.checkpoints_dir, args.resume_from_checkpoint)
+        except FileNotFoundError as error:
+            raise SystemExit(f"error: {error}") from None
+        check_output_dir(args, self.record, model_files, self.checkpoint)
+        self.hub = check_hub(args, accelerator.is_main_process)
+        self.global_batch = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+        self.learning_rate = scaled_learning_rate(args, self.global_batch)
+
+    def begin(self, stateful, project: str) -> bool:
+        """Clear what this run may replace, register ``stateful`` for checkpoints and resume (True if it did),
+        write the run's record, start the trackers."""
+        from .checkpoints import register_and_resume
+
+        args = self.args
+        cleared = clear_previous_run(self.accelerator, args, self.model_files, self.checkpoint)
+        if cleared:
+            self.log(f"--overwrite_output_dir: deleted the previous run's {', '.join(cleared)} in {args.output_dir}")
+        resumed = register_and_resume(
+            self.accelerator, stateful, self.checkpoints_dir, args.resume_from_checkpoint, self.log, self.record
+        )
+        if self.accelerator.is_main_process:
+            write_run_record(args.output_dir, self.record)
+        start_trackers(self.accelerator, project, args, args.output_dir)
+        return resumed is not None
+
+    def log_metrics(self, step: int, values: dict) -> None:
+        """To the trackers and a row of ``metrics.jsonl``."""
+        self.accelerator.log(values, step=step)
+        append_metrics(self.accelerator, self.args.output_dir, step, values)
+
+    def save_checkpoint(self, step: int) -> str:
+        from .checkpoints import save_checkpoint
+
+        return save_checkpoint(
+            self.accelerator, self.checkpoints_dir, step, self.args.checkpoints_total_limit, self.record
+        )
+
+    def finish(self, results: dict, commit_message: str) -> dict:
+        """Write ``train_results.json`` (main process), then push with ``--push_to_hub``: a failed upload never
+        loses the results. Returns ``results`` (with ``hub_url`` after a push)."""
+        if not self.accelerator.is_main_process:
+            return results
+        write_results(self.args.output_dir, results)
+        if self.hub is not None:
+            results["hub_url"] = push_run(self.hub, self.args.output_dir, commit_message)
+            write_results(self.args.output_dir, results)
+            self.log(f"pushed to {results['hub_url']}")
+        return results
