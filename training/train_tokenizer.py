@@ -400,6 +400,24 @@ def data_name(args) -> str:
     return "embedded demo photos"
 
 
+def training_data(args, part: str = "train"):
+    """The training images (``part="train"``), or the part of them --validation_fraction holds out (``"holdout"``,
+    centre-cropped, never among the training ones)."""
+    return build_dataset(
+        args.dataset_name,
+        args.train_data_dir,
+        args.resolution,
+        args.image_column,
+        args.streaming,
+        args.seed,
+        args.demo_samples,
+        config_name=args.dataset_config_name,
+        crop=args.train_crop,
+        holdout_fraction=args.validation_fraction,
+        part=part,
+    )
+
+
 def build_eval_datasets(args, model: FVQModel) -> list[tuple[str, object, str]]:
     """The held-out sets as (log prefix, dataset, description), the first the one the card leads with; empty when
     the user's data has none (the run says so).
@@ -425,16 +443,7 @@ def build_eval_datasets(args, model: FVQModel) -> list[tuple[str, object, str]]:
         )
         return [("eval", dataset, f"{args.dataset_name} [{args.validation_split}]")]
     if args.validation_fraction:
-        dataset = build_dataset(
-            args.dataset_name,
-            args.train_data_dir,
-            args.resolution,
-            args.image_column,
-            seed=args.seed,
-            config_name=args.dataset_config_name,
-            holdout_fraction=args.validation_fraction,
-            part="holdout",
-        )
+        dataset = training_data(args, part="holdout")
         description = (
             f"{len(dataset)} images held out of {data_name(args)} ({args.validation_fraction:g} of it, drawn with "
             f"seed {args.seed}; never trained on)"
@@ -637,18 +646,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- data
     try:
-        train_dataset = build_dataset(
-            args.dataset_name,
-            args.train_data_dir,
-            args.resolution,
-            args.image_column,
-            args.streaming,
-            args.seed,
-            args.demo_samples,
-            config_name=args.dataset_config_name,
-            crop=args.train_crop,
-            holdout_fraction=args.validation_fraction,
-        )
+        train_dataset = training_data(args)
         eval_datasets = build_eval_datasets(args, model)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
