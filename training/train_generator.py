@@ -407,7 +407,6 @@ def main(argv: list[str] | None = None) -> dict:
             f"done in {wall_time / 60:.1f} min; saved the pipeline to {args.output_dir} "
             f"(FVQPipeline.from_pretrained('{args.output_dir}')) and a sample grid to {summary['sample_grid']}"
         )
-    accelerator.end_training()
     results = {
         "steps": progress.global_step,
         "wall_time_seconds": wall_time,

@@ -853,7 +853,6 @@ def main(argv: list[str] | None = None) -> dict:
             f"saved the folded tokenizer to {args.output_dir} (FVQModel.from_pretrained('{args.output_dir}')), "
             f"the unfolded one to {os.path.join(args.output_dir, 'unfolded')}"
         )
-    accelerator.end_training()
     results = {
         "evaluation": last_evals["eval"][0].as_dict() if "eval" in last_evals else None,
         **{

@@ -377,8 +377,13 @@ class TrainingRun:
         )
 
     def finish(self, results: dict, commit_message: str) -> dict:
-        """Write ``train_results.json`` (main process), then push with ``--push_to_hub``: a failed upload never
-        loses the results. Returns ``results`` (with ``hub_url`` after a push)."""
+        """End the trackers and the process group, write ``train_results.json`` (main process), then push with
+        ``--push_to_hub``: a failed upload never loses the results. Returns ``results`` (with ``hub_url`` after a
+        push)."""
+        # every process waits here while the main one saves: a gloo process group torn down the moment a process
+        # leaves its last collective can deadlock at exit (its worker thread still releasing tensors needs the GIL)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
         if not self.accelerator.is_main_process:
             return results
         write_results(self.args.output_dir, results)
