@@ -30,9 +30,9 @@ from fvq_hf.evaluation import (
     quantize,
     ssim,
 )
-from fvq_hf.evaluation.card import update_model_card
 from fvq_hf.evaluation.inception import InceptionV3Features, resize_bilinear_tf1
 from fvq_hf.evaluation.protocols import pil_to_uint8
+from fvq_hf.hub import update_model_card
 from fvq_hf.losses import LPIPS, AlexNetFeatures
 from fvq_hf.training.outputs import save_trained_tokenizer
 

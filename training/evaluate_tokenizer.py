@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
             with open(args.output_json, "w") as handle:
                 json.dump(result.as_dict(), handle, indent=2)
         if args.update_model_card:
-            from fvq_hf.evaluation.card import update_model_card
+            from fvq_hf.hub import update_model_card
 
             folder = os.path.join(args.pretrained_model_name_or_path, args.subfolder or "")
             if not os.path.isdir(folder):

@@ -17,14 +17,19 @@ from .push import TRAINING_STATE_PATTERNS, default_repo_id, push_folder
 
 TAGS = ("fvq", "vqgan", "image-tokenizer", "vector-quantization")
 
-# how the metrics a tokenizer evaluation produces are named in model-index
-RECONSTRUCTION_METRIC_NAMES = {
+# The metrics a tokenizer card publishes: ``model-index`` metric type (one spelling, the EvaluationResult field's
+# name, which the Space and every card writer share) → display name. Training cards and the evaluation card
+# updater (evaluation_card.py) both write these.
+PUBLISHED_METRICS = {
     "usage": "codebook usage",
+    "perplexity": "perplexity",
     "psnr": "PSNR",
     "ssim": "SSIM",
+    "ssim_correct_range": "SSIM (correct: data range 1)",
     "lpips": "LPIPS",
     "rfid": "rFID",
 }
+RECONSTRUCTION_METRIC_NAMES = PUBLISHED_METRICS
 
 
 def render_model_card(template: str, card_data: ModelCardData, **fields) -> ModelCard:
@@ -233,3 +238,62 @@ def evaluation_columns(description: str, result, codebook_size: int) -> dict:
         "lpips": f"{result.lpips:.4f}" if result.lpips is not None else None,
         "rfid": f"{result.rfid:.2f}" if result.rfid is not None else None,
     }
+
+
+# ------------------------------------------------------------------------------------ generator cards
+SAMPLE_GRID_FILE = "samples.png"
+
+
+def trained_generator_card(
+    pipeline,
+    repo_id: str,
+    title: str,
+    sample_grid: str = SAMPLE_GRID_FILE,
+    codes_meta: dict | None = None,
+    recipe: dict | None = None,
+    hardware: str = "",
+    wall_time: float | None = None,
+    final_loss: float | None = None,
+    metrics: dict[str, float] | None = None,
+) -> ModelCard:
+    """The card of a generator trained by ``training/train_generator.py``: the data its codes came from
+    (``codes_meta``, the codes folder's meta.json), the recipe as run, sampling defaults and ``metrics`` (e.g.
+    ``{"fid": 12.3}``) in the table and ``model-index``."""
+    meta = codes_meta or {}
+    metrics = dict(metrics or {})
+    id2label = pipeline.config.id2label
+    first = id2label.get(0, "0").split(",")[0].strip() if id2label else "0"
+    card_data = model_card_data(
+        model_name=repo_id,
+        eval_results=eval_results(
+            metrics,
+            meta.get("source", "custom"),
+            task_type="unconditional-image-generation",
+            task_name="class-conditional image generation",
+            metric_names={},
+        ),
+        pipeline_tag="unconditional-image-generation",
+    )
+    return render_model_card(
+        "trained_generator.md",
+        card_data,
+        title=title,
+        repo_id=repo_id,
+        sample_grid=sample_grid,
+        grid_classes=", ".join(id2label.get(i, str(i)).split(",")[0] for i in range(min(10, len(id2label)))),
+        final_loss="–" if final_loss is None else f"{final_loss:.4f}",
+        metrics={k: f"{v:.4g}" for k, v in metrics.items()},
+        num_images=meta.get("num_images", "?"),
+        source=meta.get("source", "unknown data"),
+        num_classes=meta.get("num_classes", len(id2label)),
+        resolution=meta.get("resolution", "?"),
+        grid=" × ".join(map(str, meta.get("grid", ["?", "?"]))),
+        views=meta.get("views", "?"),
+        tokenizer=meta.get("tokenizer_name", meta.get("tokenizer", "?")),
+        codebook_size=pipeline.vqvae.config.codebook_size,
+        sampling={**pipeline.config.sampling_defaults},
+        recipe=recipe or {},
+        hardware=hardware or "unknown",
+        wall_time="unknown" if wall_time is None else f"{wall_time / 60:.1f} min",
+        example_label=repr(first),
+    )

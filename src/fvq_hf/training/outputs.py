@@ -1,17 +1,16 @@
 """What a training run leaves behind: a tokenizer run the folded tokenizer, its unfolded twin for fine-tuning and a
-card; a generator run an FVQPipeline folder, a sample grid and a card."""
+card; a generator run an FVQPipeline folder, a sample grid and a card (the cards are written by fvq_hf.hub)."""
 
 from __future__ import annotations
 
 import os
 
 from ..hub import (
+    SAMPLE_GRID_FILE,
     default_repo_id,
-    eval_results,
     evaluation_metrics,
-    model_card_data,
-    render_model_card,
     save_card_and_push,
+    trained_generator_card,
     trained_tokenizer_card,
 )
 
@@ -75,13 +74,6 @@ def save_trained_tokenizer(
     return summary
 
 
-SAMPLE_GRID_FILE = "samples.png"
-
-
-def _format_time(seconds: float | None) -> str:
-    return "unknown" if seconds is None else f"{seconds / 60:.1f} min"
-
-
 def save_trained_generator(
     pipeline,
     output_dir: str,
@@ -106,44 +98,19 @@ def save_trained_generator(
     grid_path = os.path.join(output_dir, SAMPLE_GRID_FILE)
     if sample_grid is not None:
         sample_grid.save(grid_path)
-    meta = codes_meta or {}
     metrics = dict(metrics or {})
     repo_id = default_repo_id(output_dir, hub_model_id)
-    id2label = pipeline.config.id2label
-    first = id2label.get(0, "0").split(",")[0].strip() if id2label else "0"
-    card_data = model_card_data(
-        model_name=repo_id,
-        eval_results=eval_results(
-            metrics,
-            meta.get("source", "custom"),
-            task_type="unconditional-image-generation",
-            task_name="class-conditional image generation",
-            metric_names={},
-        ),
-        pipeline_tag="unconditional-image-generation",
-    )
-    card = render_model_card(
-        "trained_generator.md",
-        card_data,
+    card = trained_generator_card(
+        pipeline,
+        repo_id,
         title=os.path.basename(os.path.abspath(output_dir)),
-        repo_id=repo_id,
         sample_grid=SAMPLE_GRID_FILE,
-        grid_classes=", ".join(id2label.get(i, str(i)).split(",")[0] for i in range(min(10, len(id2label)))),
-        final_loss="–" if final_loss is None else f"{final_loss:.4f}",
-        metrics={k: f"{v:.4g}" for k, v in metrics.items()},
-        num_images=meta.get("num_images", "?"),
-        source=meta.get("source", "unknown data"),
-        num_classes=meta.get("num_classes", len(id2label)),
-        resolution=meta.get("resolution", "?"),
-        grid=" × ".join(map(str, meta.get("grid", ["?", "?"]))),
-        views=meta.get("views", "?"),
-        tokenizer=meta.get("tokenizer_name", meta.get("tokenizer", "?")),
-        codebook_size=pipeline.vqvae.config.codebook_size,
-        sampling={**pipeline.config.sampling_defaults},
-        recipe=recipe or {},
-        hardware=hardware or "unknown",
-        wall_time=_format_time(wall_time),
-        example_label=repr(first),
+        codes_meta=codes_meta,
+        recipe=recipe,
+        hardware=hardware,
+        wall_time=wall_time,
+        final_loss=final_loss,
+        metrics=metrics,
     )
     url = save_card_and_push(
         card,

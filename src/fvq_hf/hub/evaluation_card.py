@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import os
 
-from .evaluator import EvaluationResult
+from ..evaluation.evaluator import EvaluationResult
+from .model_card import PUBLISHED_METRICS
 
-_METRICS = (
-    ("usage", "codebook usage"),
-    ("psnr", "PSNR"),
-    ("ssim", "SSIM"),
-    ("ssim_correct_range", "SSIM (correct: data range 1)"),
-    ("lpips", "LPIPS"),
-    ("rfid", "rFID"),
+# what the evaluation script publishes (perplexity is in its JSON, not in the card's table)
+_METRICS = tuple(
+    (key, PUBLISHED_METRICS[key]) for key in ("usage", "psnr", "ssim", "ssim_correct_range", "lpips", "rfid")
 )
 
 
@@ -66,7 +63,7 @@ def update_model_card(
             dataset_type="custom",
             dataset_name=dataset_name,
             dataset_split=dataset_split,
-            metric_type=key if key != "usage" else "codebook_usage",
+            metric_type=key,  # the one spelling (PUBLISHED_METRICS): the Space reads "usage"
             metric_name=label,
             metric_value=round(value, 6),
             metric_config=name,
