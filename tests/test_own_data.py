@@ -346,3 +346,17 @@ def test_the_image_folder_dataset_splits_without_overlap(tmp_path):
     held = ImageFolderDataset(str(data), 16, train=False, holdout_fraction=0.5, part="holdout", holdout_seed=1)
     assert sorted(kept.files + held.files) == sorted(ImageFolderDataset(str(data), 16).files)
     assert isinstance(held[0], torch.Tensor)
+
+
+def test_fvq_reconstruct_takes_the_users_own_images(tmp_path, capsys):
+    from fvq_hf.reconstruct import main as reconstruct
+
+    data = photos(tmp_path / "mine", 2)
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "one.jpg")
+    reconstruct(["--images", str(tmp_path / "one.jpg"), str(data), "--resolution", "16",
+                 "--output_dir", str(tmp_path / "out")])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "3 images at 16px" in printed and "one.jpg" in printed and "photo_1.png" in printed
+    assert (tmp_path / "out" / "reconstructions.png").is_file()
+    with pytest.raises(SystemExit, match="no such file or folder"):
+        reconstruct(["--images", str(tmp_path / "nope.png")])

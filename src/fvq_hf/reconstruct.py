@@ -1,7 +1,8 @@
-"""Tokenize and reconstruct the embedded demo photographs; print codebook usage and PSNR.
+"""Tokenize and reconstruct the embedded demo photographs, or your own images; print codebook usage and PSNR.
 
 fvq-reconstruct                                   # a freshly built "tiny" model
 fvq-reconstruct --pretrained_model_name_or_path org/fvq-16k --resolution 256
+fvq-reconstruct --pretrained_model_name_or_path outputs/my-tokenizer --images photo.jpg more_photos/
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import argparse
 import os
 
 import torch
+from PIL import Image
 
 from .data import center_crop_resize, load_demo_photos, make_grid, pil_to_tensor, tensor_to_pil
+from .data.datasets import list_image_files
 from .evaluation import psnr
 from .models import MODEL_PRESETS, FVQModel
 from .quantization import CodebookUsage
@@ -35,9 +38,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="side of the centre-cropped photos, a multiple of the downsampling factor",
     )
     parser.add_argument("--split", default="all", choices=["train", "heldout", "all"], help="which demo photographs")
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        default=None,
+        help="your own image files or folders (searched recursively) instead of the demo photographs",
+    )
     parser.add_argument("--output_dir", default="outputs/reconstruct", help="where the comparison grid is written")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the freshly built model")
     return parser.parse_args(argv)
+
+
+def load_images(paths: list[str]) -> dict[str, Image.Image]:
+    """The images in ``paths`` (files, or folders searched recursively) as RGB, by path; an unreadable one stops
+    with its name."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            files += list_image_files(path)
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise SystemExit(f"error: --images {path}: no such file or folder")
+    images = {}
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                images[file] = image.convert("RGB")
+        except OSError as error:
+            raise SystemExit(f"error: --images {file} is not a readable image ({error})") from None
+    return images
 
 
 @torch.no_grad()
@@ -52,7 +82,7 @@ def reconstruct_demo(args: argparse.Namespace) -> dict:
         source = f"freshly built preset {args.preset!r} (untrained)"
     model.eval()
 
-    photos = load_demo_photos(args.split)
+    photos = load_images(args.images) if args.images else load_demo_photos(args.split)
     images = torch.stack([pil_to_tensor(center_crop_resize(p, args.resolution)) for p in photos.values()])
     indices = model.encode_indices(images)
     reconstructions = model.decode_indices(indices)
@@ -63,7 +93,9 @@ def reconstruct_demo(args: argparse.Namespace) -> dict:
     scores = psnr(reconstructions, images)
 
     print(f"model: {source}; projector {model.config.projector}{' (folded)' if model.config.folded else ''}")
-    print(f"{len(photos)} demo photos at {args.resolution}px -> {indices.shape[1]}x{indices.shape[2]} tokens each")
+    print(
+        f"{len(photos)} {'images' if args.images else 'demo photos'} at {args.resolution}px -> {indices.shape[1]}x{indices.shape[2]} tokens each"
+    )
     for name, score in zip(photos, scores.tolist()):
         print(f"  {name:<24} PSNR {score:6.2f} dB")
     print(
