@@ -360,3 +360,32 @@ def test_fvq_reconstruct_takes_the_users_own_images(tmp_path, capsys):
     assert (tmp_path / "out" / "reconstructions.png").is_file()
     with pytest.raises(SystemExit, match="no such file or folder"):
         reconstruct(["--images", str(tmp_path / "nope.png")])
+
+
+def test_validation_fraction_holds_out_rows_of_a_datasets_dataset(tmp_path):
+    from fvq_hf.data import HFImageDataset
+
+    data = photos(tmp_path / "mine", 10)
+    parts = {
+        part: HFImageDataset(
+            str(data),
+            16,
+            holdout_fraction=0.2,
+            part=part,
+            holdout_seed=3,
+            train=part == "train",
+            cache_dir=str(tmp_path / "cache"),
+        )
+        for part in ("train", "holdout")
+    }
+    rows = {part: [row["image"]["path"] for row in dataset.dataset] for part, dataset in parts.items()}
+    assert len(rows["train"]) == 8 and len(rows["holdout"]) == 2 and not set(rows["train"]) & set(rows["holdout"])
+    assert len(list(parts["holdout"])) == 2  # every held-out row is evaluated
+    with pytest.raises(ValueError, match="cannot hold out rows of a streamed dataset"):
+        HFImageDataset(str(data), 16, streaming=True, holdout_fraction=0.2)
+
+
+def test_missing_perceptual_weights_name_the_flag_that_trains_without_them(tmp_path):
+    result = run([TOKENIZER, *TINY, "--perceptual_weight", "1", "--perceptual_weights", "nobody/no-vgg",
+                  "--max_train_steps", "1", "--output_dir", tmp_path / "run"], env_extra={"HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert result.returncode != 0 and "--perceptual_weight 0" in result.stderr
