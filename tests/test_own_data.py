@@ -285,6 +285,11 @@ def test_a_new_generator_run_never_replaces_the_run_in_its_folder(labelled, tmp_
     assert (out / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes() == weights
     other = run([*base, "--max_train_steps", "3", "--n_layer", "1", "--resume_from_checkpoint", "latest"])
     assert other.returncode != 0 and "--n_layer: 2 (recorded) vs 1 (now)" in other.stderr
+    # any checkpoint holds a loadable transformer, to sample from
+    from fvq_hf import FVQTransformer
+
+    transformer = FVQTransformer.from_pretrained(out / "checkpoints" / "checkpoint-2", subfolder="transformer")
+    assert transformer.config.n_layer == 2
 
 
 def test_two_cpu_processes_with_torchrun_train_the_generator(labelled, tmp_path):
@@ -389,3 +394,15 @@ def test_missing_perceptual_weights_name_the_flag_that_trains_without_them(tmp_p
     result = run([TOKENIZER, *TINY, "--perceptual_weight", "1", "--perceptual_weights", "nobody/no-vgg",
                   "--max_train_steps", "1", "--output_dir", tmp_path / "run"], env_extra={"HF_HUB_OFFLINE": "1"})  # fmt: skip
     assert result.returncode != 0 and "--perceptual_weight 0" in result.stderr
+
+
+def test_any_tokenizer_checkpoint_loads_with_from_pretrained(tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    ok(run([TOKENIZER, *TINY, "--max_train_steps", "3", "--checkpointing_steps", "2", "--output_dir", out]))
+    checkpoint = out / "checkpoints" / "checkpoint-2"
+    model = FVQModel.from_pretrained(checkpoint, subfolder="model")
+    assert not model.config.folded and model.config.sample_size == 16
+    saved = load_file(checkpoint / "model.safetensors")  # the weights the resume loads
+    assert all(torch.equal(value, saved[name]) for name, value in model.state_dict().items())

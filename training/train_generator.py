@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
             run.log_metrics(step, logs)
             progress_bar.set_postfix(loss=f"{logs['loss']:.4f}")
         if step % args.checkpointing_steps == 0 and step < max_steps:
-            run.save_checkpoint(step)
+            run.save_checkpoint(step, {"transformer": unwrapped})  # FVQTransformer.from_pretrained(…, "transformer")
         if step % args.validation_steps == 0 and step < max_steps and tensorboard is not None:  # the last: below
             grid, _ = sample_grid(
                 unwrapped, tokenizer, dataset.meta["num_classes"], args.num_validation_images, args, step

@@ -802,7 +802,8 @@ def main(argv: list[str] | None = None) -> dict:
             progress_bar.set_postfix(**postfix)
 
         if step % args.checkpointing_steps == 0 and step < max_steps:
-            logger.info(f"saved {run.save_checkpoint(step)}")
+            # checkpoint-N/model: the tokenizer as trained so far (unfolded), for FVQModel.from_pretrained
+            logger.info(f"saved {run.save_checkpoint(step, {'model': unwrapped})}")
 
         if step % args.validation_steps == 0 or step == max_steps:
             for prefix, dataloader, description, _ in eval_sets:

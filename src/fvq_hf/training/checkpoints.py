@@ -46,10 +46,17 @@ def resolve_checkpoint(checkpoints_dir: str, which: str | None) -> tuple[int, st
 
 
 def save_checkpoint(
-    accelerator, checkpoints_dir: str, step: int, total_limit: int | None = None, record: dict | None = None
+    accelerator,
+    checkpoints_dir: str,
+    step: int,
+    total_limit: int | None = None,
+    record: dict | None = None,
+    pretrained: dict | None = None,
 ) -> str:
     """Save the full training state (every process takes part) as ``checkpoint-<step>``, atomically, with the
-    run's ``record`` (``run.json``) beside it, so a resume can tell whether the checkpoint is its own."""
+    run's ``record`` (``run.json``) beside it, so a resume can tell whether the checkpoint is its own, and each of
+    ``pretrained`` (subfolder → model) saved with ``save_pretrained``, so any checkpoint can be loaded with
+    ``from_pretrained(checkpoint, subfolder=...)`` to sample or evaluate."""
     final = os.path.join(checkpoints_dir, f"checkpoint-{step}")
     temporary = os.path.join(checkpoints_dir, f".checkpoint-{step}.tmp")
     if accelerator.is_main_process:
@@ -61,6 +68,8 @@ def save_checkpoint(
     if accelerator.is_main_process:
         if record is not None:
             write_run_record(temporary, record)
+        for subfolder, model in (pretrained or {}).items():
+            model.save_pretrained(os.path.join(temporary, subfolder))
         if os.path.isdir(final):  # the same step saved again (e.g. after a resume): replace it whole
             shutil.rmtree(final)
         os.replace(temporary, final)

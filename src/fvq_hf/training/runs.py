@@ -369,11 +369,13 @@ class TrainingRun:
         self.accelerator.log(values, step=step)
         append_metrics(self.accelerator, self.args.output_dir, step, values)
 
-    def save_checkpoint(self, step: int) -> str:
+    def save_checkpoint(self, step: int, pretrained: dict | None = None) -> str:
+        """``checkpoints/checkpoint-<step>``: the training state, the run's record and ``pretrained`` (subfolder →
+        model, e.g. ``{"model": tokenizer}``) as ``from_pretrained`` folders."""
         from .checkpoints import save_checkpoint
 
         return save_checkpoint(
-            self.accelerator, self.checkpoints_dir, step, self.args.checkpoints_total_limit, self.record
+            self.accelerator, self.checkpoints_dir, step, self.args.checkpoints_total_limit, self.record, pretrained
         )
 
     def finish(self, results: dict, commit_message: str) -> dict:
