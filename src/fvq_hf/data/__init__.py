@@ -1,10 +1,6 @@
 """Data: training/evaluation datasets, the embedded demo photographs, image/tensor conversions."""
 
 from .datasets import (
-    DEMO_EVAL_SETS,
-    DEMO_HELDOUT_CELLS,
-    DEMO_HELDOUT_LAYOUTS,
-    EVAL_TOKENS_PER_CODE,
     TRAIN_CROPS,
     DemoCropDataset,
     HFImageDataset,
@@ -12,13 +8,20 @@ from .datasets import (
     adm_random_crop_flip,
     build_dataset,
     collate_images,
-    demo_eval_samples,
-    demo_heldout_boxes,
     holdout_split,
     random_crop_flip,
     shard_for_process,
 )
-from .demo import DEMO_PHOTOS, load_demo_photos
+from .demo import (
+    DEMO_EVAL_SETS,
+    DEMO_HELDOUT_CELLS,
+    DEMO_HELDOUT_LAYOUTS,
+    DEMO_PHOTOS,
+    EVAL_TOKENS_PER_CODE,
+    demo_eval_samples,
+    demo_heldout_boxes,
+    load_demo_photos,
+)
 from .images import center_crop_resize, make_grid, pil_to_tensor, tensor_to_pil
 
 __all__ = [

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, Subset
 
-from .demo import load_demo_photos
+from .demo import demo_heldout_boxes, load_demo_photos
 from .images import center_crop_resize, pil_to_tensor
 
 logger = logging.getLogger(__name__)
@@ -210,49 +210,6 @@ class ImageFolderDataset(_Augmented, Dataset):
         except Exception as error:  # noqa: BLE001 - truncated, corrupt, not an image: skip it, never stop the run
             logger.warning("skipping unreadable image %s (%s: %s)", path, type(error).__name__, error)
             return None
-
-
-# The parts of every training photograph never trained on, a quarter of it either way. "cells" (the default): four
-# cells of a 4 x 4 grid, one in every row and every column, so the held-out set shows every part of each photo as
-# training does. "band": the bottom quarter, one strip, which holds a quarter of the photo's variety: a demo model
-# reads 93.8 % on it (mostly trained on) and 95.8 % on its held-out cells, 16 tokens per code (benchmarks/heldout_sets.py).
-DEMO_GRID = 4
-DEMO_HELDOUT_CELLS = ((0, 1), (1, 0), (2, 3), (3, 2))  # (row, column)
-DEMO_HELDOUT_LAYOUTS = ("cells", "band", "none")
-EVAL_TOKENS_PER_CODE = 64
-# the demo's evaluation sets, by DemoCropDataset split, as logs and cards name them
-DEMO_EVAL_SETS = {
-    "parts": "held-out cells of the training photos (4 of a 4x4 grid, one per row and column, never trained on)",
-    "heldout": "two photos never seen (coffee, rocket)",
-}
-
-
-def demo_heldout_boxes(size: tuple[int, int], layout: str = "cells") -> list[tuple[int, int, int, int]]:
-    """The held-out parts of a demo photograph of ``size`` (w, h) under ``layout``, as (left, top, right, bottom)."""
-    w, h = size
-    if layout == "cells":
-        return [
-            (c * w // DEMO_GRID, r * h // DEMO_GRID, (c + 1) * w // DEMO_GRID, (r + 1) * h // DEMO_GRID)
-            for r, c in DEMO_HELDOUT_CELLS
-        ]
-    if layout == "band":
-        return [(0, h - h // DEMO_GRID, w, h)]
-    if layout == "none":
-        return []
-    raise ValueError(f"Unknown held-out layout {layout!r}; choose one of {', '.join(DEMO_HELDOUT_LAYOUTS)}.")
-
-
-def demo_eval_samples(codebook_size: int, tokens_per_side: int, tokens_per_code: int = EVAL_TOKENS_PER_CODE) -> int:
-    """Crops of a held-out demo set that give ``tokens_per_code`` tokens per code.
-
-    Exact usage only shows every code in use if tokens outnumber codes many times. Were codes drawn uniformly, a
-    code would stay unused with probability e^(−tokens / K), e⁻¹⁶ at 16 per code; but a trained tokenizer's codes
-    are not uniform (perplexity 2,400-2,900 of 4,096 on the demo's crops), and a code with a quarter of its fair share is
-    missed with probability e⁻⁴ at 16 per code. The paper measures on ImageNet val, 50,000 × 256 tokens: ~780 per
-    code at 16,384 codes. A demo model reads 95.8 % on its held-out cells at 16 per code, 99.4 % at 64
-    (``benchmarks/heldout_sets.py``).
-    """
-    return math.ceil(tokens_per_code * codebook_size / tokens_per_side**2)
 
 
 class DemoCropDataset(_Augmented, Dataset):
