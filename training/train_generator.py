@@ -13,7 +13,9 @@ weight decay 0.05 on ≥ 2-D weights, lr 1e-4 per 256 sequences scaled by the gl
 integer division gives 0 below 256), 5 % of the steps constant then linear decay to 1 % (``--lr_scheduler
 generator``; ``annealing``, ``cosine``, ``constant`` selectable), class dropout 0.1 for guidance, clipping 1.0,
 bf16 on GPUs that support it. The output folder is an ``FVQPipeline`` (tokenizer + transformer + class names)
-with a model card; checkpoints resume exactly (``--resume_from_checkpoint latest``).
+with a model card; checkpoints resume exactly (``--resume_from_checkpoint latest``) and hold the transformer as a
+``from_pretrained`` folder. A run refuses an ``--output_dir`` that holds another run, and a checkpoint that another
+run saved (``fvq_hf.training.runs``).
 
 The file reads top to bottom: the options, the pieces a run is built from, sample grids, then ``main``.
 """
