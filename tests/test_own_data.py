@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import small_model
 from PIL import Image
+from test_training import TINY as TRAINING_TINY
 
 from fvq_hf import FVQModel
 from fvq_hf.data import ImageFolderDataset, build_dataset, holdout_split
@@ -22,14 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = str(ROOT / "training" / "train_tokenizer.py")
 GENERATOR = str(ROOT / "training" / "train_generator.py")
 EXTRACT = str(ROOT / "training" / "extract_codes.py")
-# a tokenizer of 256 codes × 32 dims on 16 px crops: seconds per run on 2 CPU cores
+# test_training.py's tiny tokenizer (256 codes × 32 dims on 16 px crops), on smaller batches and demo sets
+TINY = [*TRAINING_TINY, "--train_batch_size", "4", "--demo_samples", "32", "--eval_samples", "8"]
 # fmt: off
-TINY = [
-    "--model_preset", "tiny", "--codebook_size", "256", "--codebook_dim", "32", "--bridge", "S/4",
-    "--resolution", "16", "--train_batch_size", "4", "--learning_rate", "1e-3", "--no_scale_lr",
-    "--demo_samples", "32", "--eval_samples", "8", "--perceptual_weight", "0", "--gan_weight", "0",
-    "--report_to", "none", "--logging_steps", "1", "--seed", "3",
-]
 TINY_GPT = [
     "--transformer_preset", "tiny", "--dim", "64", "--n_layer", "2", "--n_head", "2", "--train_batch_size", "8",
     "--learning_rate", "1e-3", "--no_scale_lr", "--report_to", "none", "--logging_steps", "1", "--seed", "1",

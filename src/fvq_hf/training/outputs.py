@@ -78,40 +78,26 @@ def save_trained_generator(
     pipeline,
     output_dir: str,
     sample_grid=None,
-    codes_meta: dict | None = None,
-    recipe: dict | None = None,
-    hardware: str = "",
-    wall_time: float | None = None,
-    final_loss: float | None = None,
-    metrics: dict[str, float] | None = None,
     push_to_hub: bool = False,
     hub_model_id: str | None = None,
     hub_token: str | None = None,
     hub_private: bool = False,
+    **card_fields,
 ) -> dict:
     """Save ``pipeline`` (an ``FVQPipeline``) to ``output_dir`` with ``samples.png`` and a card, and push it.
 
-    ``metrics`` (e.g. ``{"fid": 12.3, "class_accuracy": 0.86}``) go into the card's table and ``model-index``.
+    ``card_fields`` go to :func:`fvq_hf.hub.trained_generator_card` (``codes_meta``, ``recipe``, ``hardware``,
+    ``wall_time``, ``final_loss``, ``metrics``: e.g. ``{"fid": 12.3}``, in the card's table and ``model-index``).
     Returns ``{"output_dir", "sample_grid", "metrics"[, "hub_url"]}``.
     """
     pipeline.save_pretrained(output_dir)
     grid_path = os.path.join(output_dir, SAMPLE_GRID_FILE)
     if sample_grid is not None:
         sample_grid.save(grid_path)
-    metrics = dict(metrics or {})
+    metrics = dict(card_fields.get("metrics") or {})
     repo_id = default_repo_id(output_dir, hub_model_id)
-    card = trained_generator_card(
-        pipeline,
-        repo_id,
-        title=os.path.basename(os.path.abspath(output_dir)),
-        sample_grid=SAMPLE_GRID_FILE,
-        codes_meta=codes_meta,
-        recipe=recipe,
-        hardware=hardware,
-        wall_time=wall_time,
-        final_loss=final_loss,
-        metrics=metrics,
-    )
+    title = os.path.basename(os.path.abspath(output_dir))
+    card = trained_generator_card(pipeline, repo_id, title, SAMPLE_GRID_FILE, **card_fields)
     url = save_card_and_push(
         card,
         output_dir,
