@@ -32,7 +32,7 @@ from fvq_hf.evaluation import (
 )
 from fvq_hf.evaluation.inception import InceptionV3Features, resize_bilinear_tf1
 from fvq_hf.evaluation.protocols import pil_to_uint8
-from fvq_hf.hub import update_model_card
+from fvq_hf.hub import HubTarget, update_model_card
 from fvq_hf.losses import LPIPS, AlexNetFeatures
 from fvq_hf.training.outputs import save_trained_tokenizer
 
@@ -133,9 +133,7 @@ def test_training_output_is_pushed_with_its_card(tmp_path, hub):
         evaluation=evaluation,
         eval_description="demo",
         recipe={"steps": 1},
-        push_to_hub=True,
-        hub_model_id="org/fvq-trained",
-        hub_token="hf_test",
+        hub=HubTarget("org/fvq-trained", token="hf_test"),
     )
     files = hub.files["org/fvq-trained"]
     assert {

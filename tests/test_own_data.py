@@ -209,6 +209,7 @@ def test_push_comes_after_the_results_are_written(tmp_path, hub, monkeypatch):
     files = hub.files["org/mine"]
     assert "train_results.json" in files and "README.md" in files and "run.json" not in files
     assert json.loads(files["train_results.json"])["steps"] == 1
+    assert "org/mine" in files["README.md"].decode()  # the card names the repository it is published in
     assert results["hub_url"] and json.loads((out / "train_results.json").read_text())["hub_url"] == results["hub_url"]
     # the repository was created before the first step: the create request precedes every upload
     methods = [path for _, path in hub.requests]

@@ -404,6 +404,7 @@ def main(argv: list[str] | None = None) -> dict:
             wall_time=wall_time,
             final_loss=loss.detach().item() if progress.global_step else None,
             metrics=metrics,
+            repo_id=run.hub.repo_id if run.hub is not None else None,
         )
         log(
             f"done in {wall_time / 60:.1f} min; saved the pipeline to {args.output_dir} "

@@ -848,6 +848,7 @@ def main(argv: list[str] | None = None) -> dict:
             base_model=args.pretrained_model_name_or_path,
             codebook_frozen=codebook_frozen,
             not_evaluated=not_evaluated,
+            repo_id=run.hub.repo_id if run.hub is not None else None,
         )
         evaluated = (
             "".join(f"\n  {describe_evaluation(result, description)}" for result, description in last_evals.values())

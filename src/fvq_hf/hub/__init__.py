@@ -17,13 +17,14 @@ from .model_card import (
     trained_generator_card,
     trained_tokenizer_card,
 )
-from .push import TRAINING_STATE_PATTERNS, default_repo_id, push_folder
+from .push import TRAINING_STATE_PATTERNS, HubTarget, default_repo_id, push_folder
 
 __all__ = [
     "PUBLISHED_METRICS",
     "SAMPLE_GRID_FILE",
     "TAGS",
     "TRAINING_STATE_PATTERNS",
+    "HubTarget",
     "default_repo_id",
     "eval_results",
     "evaluation_metrics",

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 # what a training run's output folder holds besides the model: resumable state and logs, never published
 # (run.json, the run's record, names folders of the machine it ran on)
 TRAINING_STATE_PATTERNS = ("checkpoints/**", "logs/**", "metrics.jsonl", "run.json", ".*")
+
+
+@dataclass(frozen=True)
+class HubTarget:
+    """Where to publish: the four Hub flags (``--push_to_hub``, ``--hub_model_id``, ``--hub_token``,
+    ``--hub_private``) as one value; ``None`` in its place means "do not push"."""
+
+    repo_id: str
+    token: str | None = None
+    private: bool | None = None
 
 
 def default_repo_id(output_dir: str | os.PathLike, repo_id: str | None = None) -> str:

@@ -7,6 +7,7 @@ import os
 
 from ..hub import (
     SAMPLE_GRID_FILE,
+    HubTarget,
     default_repo_id,
     evaluation_metrics,
     save_card_and_push,
@@ -28,23 +29,22 @@ def save_trained_tokenizer(
     codebook_frozen: bool = False,
     training_departures: list[str] | None = None,
     not_evaluated: str = "",
-    push_to_hub: bool = False,
-    hub_model_id: str | None = None,
-    hub_token: str | None = None,
-    hub_private: bool = False,
+    hub: HubTarget | None = None,
+    repo_id: str | None = None,
 ) -> dict:
     """Save ``model`` folded in ``output_dir`` and unfolded in ``output_dir/unfolded``, write the card, push.
 
-    The folded model is what users load for inference; the unfolded one (raw codebook + projector) is what a
-    fine-tune continues from. A model whose codebook was frozen (fine-tuned from a folded model) has no
-    unfolded form, and none is written. ``not_evaluated`` says why there is no evaluation (shown in the card).
-    ``more_evaluations`` ((description, result) pairs, e.g. the demo's unseen
-    photos beside its held-out cells) join ``evaluation`` in the card. Returns ``{"output_dir", "metrics"[, "hub_url"]}``.
+        The folded model is what users load for inference; the unfolded one (raw codebook + projector) is what a
+        fine-tune continues from. A model whose codebook was frozen (fine-tuned from a folded model) has no
+        unfolded form, and none is written. ``not_evaluated`` says why there is no evaluation (shown in the card).
+        With ``hub`` (a :class:`fvq_hf.hub.HubTarget`) the folder is pushed there (the training scripts push themselves,
+    after their results: ``fvq_hf.training.runs``). ``more_evaluations`` ((description, result) pairs, e.g. the demo's unseen
+        photos beside its held-out cells) join ``evaluation`` in the card. Returns ``{"output_dir", "metrics"[, "hub_url"]}``.
     """
     model.fold().save_pretrained(output_dir)
     if not model.config.folded:  # raw codebook (+ projector): what a fine-tune continues from
         model.save_pretrained(os.path.join(output_dir, "unfolded"))
-    repo_id = default_repo_id(output_dir, hub_model_id)
+    repo_id = repo_id or (hub.repo_id if hub is not None else default_repo_id(output_dir))
     card = trained_tokenizer_card(
         model,
         repo_id,
@@ -62,10 +62,10 @@ def save_trained_tokenizer(
     url = save_card_and_push(
         card,
         output_dir,
-        push_to_hub=push_to_hub,
+        push_to_hub=hub is not None,
         repo_id=repo_id,
-        token=hub_token,
-        private=hub_private or None,
+        token=hub.token if hub is not None else None,
+        private=hub.private if hub is not None else None,
         commit_message="Upload FVQ tokenizer",
     )
     summary = {"output_dir": output_dir, "metrics": evaluation_metrics(evaluation)}
@@ -78,10 +78,8 @@ def save_trained_generator(
     pipeline,
     output_dir: str,
     sample_grid=None,
-    push_to_hub: bool = False,
-    hub_model_id: str | None = None,
-    hub_token: str | None = None,
-    hub_private: bool = False,
+    hub: HubTarget | None = None,
+    repo_id: str | None = None,
     **card_fields,
 ) -> dict:
     """Save ``pipeline`` (an ``FVQPipeline``) to ``output_dir`` with ``samples.png`` and a card, and push it.
@@ -95,16 +93,16 @@ def save_trained_generator(
     if sample_grid is not None:
         sample_grid.save(grid_path)
     metrics = dict(card_fields.get("metrics") or {})
-    repo_id = default_repo_id(output_dir, hub_model_id)
+    repo_id = repo_id or (hub.repo_id if hub is not None else default_repo_id(output_dir))
     title = os.path.basename(os.path.abspath(output_dir))
     card = trained_generator_card(pipeline, repo_id, title, SAMPLE_GRID_FILE, **card_fields)
     url = save_card_and_push(
         card,
         output_dir,
-        push_to_hub=push_to_hub,
+        push_to_hub=hub is not None,
         repo_id=repo_id,
-        token=hub_token,
-        private=hub_private or None,
+        token=hub.token if hub is not None else None,
+        private=hub.private if hub is not None else None,
         commit_message="Upload FVQ generator",
     )
     summary = {"output_dir": output_dir, "sample_grid": grid_path, "metrics": metrics}

@@ -19,11 +19,11 @@ import argparse
 import json
 import os
 import shutil
-from dataclasses import dataclass
 
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 
+from ..hub.push import HubTarget
 from .config import start_trackers
 from .hardware import default_mixed_precision, use_cpu
 
@@ -233,15 +233,6 @@ def check_resume(checkpoint: str, record: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------ the Hub
-@dataclass(frozen=True)
-class HubTarget:
-    """Where ``--push_to_hub`` publishes: the four Hub flags as one value, checked before training."""
-
-    repo_id: str
-    token: str | None = None
-    private: bool | None = None
-
-
 def check_hub(args: argparse.Namespace, is_main_process: bool = True) -> HubTarget | None:
     """With ``--push_to_hub``, check before the first step that there is a token and that the repository can be
     created or reached (creating it, as diffusers' training scripts do), so a run is never lost to a push that
