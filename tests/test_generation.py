@@ -9,6 +9,7 @@ from test_transformer import tiny_transformer
 
 from fvq_hf import FVQPipeline, generate
 from fvq_hf.generation import filter_logits, sampling
+from fvq_hf.generation.pipeline import DEFAULT_SAMPLING
 
 
 def naive_greedy(model, labels, num_tokens):
@@ -223,3 +224,49 @@ def test_pipeline_from_a_hub_id_through_the_online_path(hub, tmp_path):
     a = pipe([0, 4], generator=torch.Generator().manual_seed(5), output_type="latent").images
     b = loaded([0, 4], generator=torch.Generator().manual_seed(5), output_type="latent").images
     assert torch.equal(a, b)
+
+
+def test_sampling_settings_given_then_saved_then_library_defaults():
+    pipe = tiny_pipeline(sampling_defaults={"guidance_scale": 3.25, "temperature": 0.9, "top_k": 7, "top_p": 0.95})
+    assert pipe.sampling_settings() == {
+        "guidance_scale": 3.25,
+        "temperature": 0.9,
+        "top_k": 7,
+        "top_p": 0.95,
+        "guidance_interval": None,  # not saved: the library's
+    }
+    assert pipe.sampling_settings(top_k=0, guidance_interval=3) == {
+        **pipe.sampling_settings(),
+        "top_k": 0,
+        "guidance_interval": 3,
+    }
+    assert tiny_pipeline().sampling_settings() == DEFAULT_SAMPLING
+    # __call__ samples with the resolved settings: the saved ones equal the same values given
+    pipe.set_progress_bar_config(disable=True)
+    saved = pipe([1, 2], generator=torch.Generator().manual_seed(4), output_type="latent").images
+    plain = tiny_pipeline()
+    plain.set_progress_bar_config(disable=True)
+    given = plain(
+        [1, 2], generator=torch.Generator().manual_seed(4), output_type="latent", **pipe.sampling_settings()
+    ).images
+    library = plain([1, 2], generator=torch.Generator().manual_seed(4), output_type="latent").images
+    assert torch.equal(saved, given) and not torch.equal(saved, library)
+
+
+def test_sampling_settings_are_checked_in_one_place():
+    pipe = tiny_pipeline()
+    for bad, phrase in [
+        ({"temperature": 0}, "temperature"),
+        ({"top_k": -1}, "top-k"),
+        ({"top_k": 2.5}, "top-k"),
+        ({"top_p": 0}, "top-p"),
+        ({"top_p": 1.5}, "top-p"),
+        ({"guidance_scale": float("nan")}, "guidance scale"),
+        ({"guidance_interval": -2}, "guidance interval"),
+    ]:
+        with pytest.raises(ValueError, match=phrase):
+            pipe.sampling_settings(**bad)
+        with pytest.raises(ValueError, match=phrase):
+            pipe([0], **bad)
+        with pytest.raises(ValueError, match=f"{phrase}.*sampling default"):
+            tiny_pipeline(sampling_defaults=bad)

@@ -185,7 +185,7 @@ def main(argv=None) -> dict:
     # The training digits' codes are the generator's vocabulary: a code none of them uses is a token it never sees.
     training_usage = code_usage(CodesDataset(codes_dir).codes, pipe.vqvae.config)
     held_out_usage = code_usage(held_out_indices, pipe.vqvae.config)
-    scale = args.guidance_scale if args.guidance_scale is not None else pipe.config.sampling_defaults["guidance_scale"]
+    scale = pipe.sampling_settings(guidance_scale=args.guidance_scale)["guidance_scale"]
     wanted = np.repeat(np.arange(10), args.samples_per_class)
     samples = (
         pipe(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Callable, Sequence
 
@@ -16,9 +17,44 @@ from .sampling import generate
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
-# what __call__ uses for an argument left at None, unless the pipeline's config sets its own
+# the library's sampling defaults: what a setting left at None becomes unless the pipeline saved its own
 # (the FVQ paper samples GPT-L at guidance 1.75, §4.3)
 DEFAULT_SAMPLING = {"guidance_scale": 1.75, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "guidance_interval": None}
+
+
+def check_sampling_settings(settings: dict, what: str = "sampling setting") -> dict:
+    """Validate sampling settings (any subset of ``DEFAULT_SAMPLING``'s keys); returns them unchanged.
+
+    The one place a guidance scale, temperature, top-k, top-p or guidance interval is checked, whether it was
+    given to ``pipe(...)``, saved with a pipeline, or set on a slider of the Space.
+    """
+    unknown = sorted(set(settings) - set(DEFAULT_SAMPLING))
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; known: {', '.join(DEFAULT_SAMPLING)}")
+    rules = {  # setting: (its name for a reader, is a value valid, what a valid one is)
+        "guidance_scale": ("the guidance scale", lambda v: _is_number(v) and v >= 0, "a number ≥ 0 (on above 1)"),
+        "temperature": ("the temperature", lambda v: _is_number(v) and v > 0, "a number > 0"),
+        "top_k": ("top-k", lambda v: _is_whole(v) and v >= 0, "a whole number ≥ 0 (0 = off)"),
+        "top_p": ("top-p", lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1] (1 = off)"),
+        "guidance_interval": (
+            "the guidance interval",
+            lambda v: v is None or (_is_whole(v) and v >= 0),
+            "None (guide every token) or a whole number ≥ 0",
+        ),
+    }
+    for name, value in settings.items():
+        label, valid, wanted = rules[name]
+        if not valid(value):
+            raise ValueError(f"{label} ({what} {name}) must be {wanted}, got {value!r}")
+    return settings
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_whole(value) -> bool:
+    return _is_number(value) and int(value) == value
 
 
 class FVQPipeline(DiffusionPipeline):
@@ -57,9 +93,7 @@ class FVQPipeline(DiffusionPipeline):
                 f"{vqvae.config.codebook_size}: pair a transformer with the tokenizer whose codes it was trained on"
             )
         id2label = {int(k): v for k, v in (id2label or {}).items()}  # JSON turns keys into strings
-        unknown = [k for k in sampling_defaults or {} if k not in DEFAULT_SAMPLING]
-        if unknown:
-            raise ValueError(f"unknown sampling default(s) {unknown}; known: {', '.join(DEFAULT_SAMPLING)}")
+        check_sampling_settings(dict(sampling_defaults or {}), "sampling default")
         self.register_modules(vqvae=vqvae, transformer=transformer)
         self.register_to_config(id2label=id2label, sampling_defaults=dict(sampling_defaults or {}))
         self.image_processor = VaeImageProcessor(vae_scale_factor=vqvae.downsample_factor, do_normalize=True)
@@ -108,6 +142,27 @@ class FVQPipeline(DiffusionPipeline):
         return ids
 
     # ------------------------------------------------------------------ generation
+    def sampling_settings(
+        self,
+        guidance_scale: float | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        guidance_interval: int | None = None,
+    ) -> dict:
+        """The sampling settings ``pipe(...)`` uses: each given value, else the pipeline's saved
+        ``sampling_defaults``, else the library's ``DEFAULT_SAMPLING``; validated. With no argument: the settings
+        this pipeline samples with by default (what a UI should start its controls from)."""
+        given = {
+            "guidance_scale": guidance_scale,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "guidance_interval": guidance_interval,
+        }
+        defaults = {**DEFAULT_SAMPLING, **self.config.sampling_defaults}
+        return check_sampling_settings({k: defaults[k] if v is None else v for k, v in given.items()})
+
     @torch.no_grad()
     def __call__(
         self,
@@ -130,12 +185,14 @@ class FVQPipeline(DiffusionPipeline):
         Args:
             class_labels (`str`, `int` or a list of them): Class names (see ``labels``) or ids, one image each
                 (times ``num_images_per_label``), e.g. ``["goldfish", 207]``.
-            guidance_scale (`float`, *optional*): Classifier-free guidance; on when > 1. Default: the pipeline's
-                ``sampling_defaults``, else 1.75.
-            temperature (`float`, *optional*): Softmax temperature, > 0 (default 1).
-            top_k (`int`, *optional*): Keep the k most likely tokens; 0 = off, 1 = greedy (default 0).
-            top_p (`float`, *optional*): Nucleus sampling; 1 = off (default 1).
-            guidance_interval (`int`, *optional*): Guide only the first this many tokens (default: all).
+            guidance_scale (`float`, *optional*): Classifier-free guidance; on when > 1.
+            temperature (`float`, *optional*): Softmax temperature, > 0.
+            top_k (`int`, *optional*): Keep the k most likely tokens; 0 = off, 1 = greedy.
+            top_p (`float`, *optional*): Nucleus sampling; 1 = off.
+            guidance_interval (`int`, *optional*): Guide only the first this many tokens (None: all).
+
+                A sampling setting left at None is the pipeline's saved ``sampling_defaults``, else the library's
+                ``DEFAULT_SAMPLING`` (guidance 1.75, temperature 1, top-k 0, top-p 1): see ``sampling_settings``.
             num_images_per_label (`int`, defaults to 1): Images per class label.
             generator (`torch.Generator`, *optional*): Makes sampling reproducible; on the pipeline's device.
             output_type (`str`, defaults to `"pil"`): ``"pil"``, ``"np"`` (B, H, W, 3) in [0, 1], ``"pt"``
@@ -156,15 +213,7 @@ class FVQPipeline(DiffusionPipeline):
             raise ValueError(f"callback_on_step_end_tensor_inputs: only 'tokens' exists, got {sorted(unknown_inputs)}")
         if int(num_images_per_label) != num_images_per_label or num_images_per_label < 1:
             raise ValueError(f"num_images_per_label must be a whole number ≥ 1, got {num_images_per_label}")
-        defaults = {**DEFAULT_SAMPLING, **self.config.sampling_defaults}
-        given = {
-            "guidance_scale": guidance_scale,
-            "temperature": temperature,
-            "top_k": top_k,
-            "top_p": top_p,
-            "guidance_interval": guidance_interval,
-        }
-        settings = {k: defaults[k] if v is None else v for k, v in given.items()}
+        settings = self.sampling_settings(guidance_scale, temperature, top_k, top_p, guidance_interval)
         ids = self.get_label_ids(class_labels)
         labels = torch.tensor(ids, dtype=torch.long, device=self._execution_device).repeat_interleave(
             int(num_images_per_label)

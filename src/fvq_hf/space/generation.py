@@ -59,17 +59,13 @@ def resolve_label(pipe, label: str | int) -> int:
     return int(ids[0])
 
 
-def check_settings(num_images: int, seed: int, temperature: float, top_k: int, top_p: float) -> None:
+def check_request(num_images: int, seed: int) -> None:
+    """What the Space adds to a pipeline call: how many images, and the seed (the sampling settings are checked
+    by the pipeline, ``FVQPipeline.sampling_settings``)."""
     if int(num_images) != num_images or not 1 <= num_images <= MAX_IMAGES:
         raise ValueError(f"the number of images must be a whole number from 1 to {MAX_IMAGES}, got {num_images}")
     if int(seed) != seed or not 0 <= seed < 2**63:
         raise ValueError(f"the seed must be a whole number ≥ 0, got {seed}")
-    if not temperature > 0:
-        raise ValueError(f"the temperature must be > 0, got {temperature}")
-    if int(top_k) != top_k or top_k < 0:
-        raise ValueError(f"top-k must be a whole number ≥ 0 (0 = off), got {top_k}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top-p must be in (0, 1] (1 = off), got {top_p}")
 
 
 def stream_generation(
@@ -78,17 +74,19 @@ def stream_generation(
     num_images: int = 1,
     seed: int = 0,
     guidance_scale: float | None = None,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
     previews: bool = True,
 ) -> Iterator[GenerationUpdate]:
-    """Sample ``num_images`` images of ``label`` with ``torch.Generator(pipe.device).manual_seed(seed)``.
+    """Sample ``num_images`` images of ``label`` with ``torch.Generator(pipe.device).manual_seed(seed)``; a sampling
+    setting left at None is the pipeline's own (``pipe.sampling_settings``).
 
     Yields a :class:`GenerationUpdate` per token (``images`` set at each completed row of the token grid when
     ``previews``), then a final one whose images are ``pipe(..., output_type="pil").images``.
     """
-    check_settings(num_images, seed, temperature, top_k, top_p)
+    check_request(num_images, seed)
+    settings = pipe.sampling_settings(guidance_scale, temperature, top_k, top_p)  # checked before the thread starts
     class_id = resolve_label(pipe, label)
     grid = pipe.transformer.grid_size
     total = grid * grid
@@ -108,10 +106,7 @@ def stream_generation(
             generator = torch.Generator(device=pipe.device).manual_seed(int(seed))
             result["images"] = pipe(
                 class_labels=[class_id],
-                guidance_scale=guidance_scale,
-                temperature=float(temperature),
-                top_k=int(top_k),
-                top_p=float(top_p),
+                **settings,
                 num_images_per_label=int(num_images),
                 generator=generator,
                 output_type="pil",

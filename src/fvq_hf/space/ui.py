@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from ..generation.pipeline import DEFAULT_SAMPLING
 from .generation import MAX_IMAGES, label_choices, stream_generation
 from .images import MAX_FILE_SIZE, MAX_PIXELS, ImageInputError, load_image, reconstruct
 from .models import ModelRegistry, ModelUnavailable, SpaceConfig, load_space_config
@@ -196,10 +197,10 @@ def build_demo(
                 label,
                 num_images=int(num_images),
                 seed=seed,
-                guidance_scale=float(guidance_scale),
-                temperature=float(temperature),
-                top_k=int(top_k),
-                top_p=float(top_p),
+                guidance_scale=guidance_scale,
+                temperature=temperature,
+                top_k=int(top_k) if isinstance(top_k, float) and top_k.is_integer() else top_k,  # sliders send floats
+                top_p=top_p,
             ):
                 progress((update.step, update.total), desc="sampling tokens", unit="tokens")
                 if update.final:
@@ -227,20 +228,27 @@ def build_demo(
         except Exception as error:  # noqa: BLE001 - every failure becomes a message in the page
             raise _user_error(error) from None
         choices = label_choices(pipe)
-        scale = pipe.config.sampling_defaults.get("guidance_scale", 2.0)
-        return gr.Dropdown(choices=choices, value=choices[0]), gr.Slider(value=scale)
+        settings = pipe.sampling_settings()  # the sliders start where pipe(...) samples by default
+        return (
+            gr.Dropdown(choices=choices, value=choices[0]),
+            gr.Slider(value=settings["guidance_scale"]),
+            gr.Slider(value=settings["temperature"]),
+            gr.Slider(value=settings["top_k"], maximum=pipe.transformer.config.vocab_size),
+            gr.Slider(value=settings["top_p"]),
+        )
 
     # ------------------------------------------------------------------ layout
     tokenizer_names = registry.names("tokenizers")
     tokenizer_default = (registry.available_names("tokenizers") or tokenizer_names or [None])[0]
     generator_names = registry.names("generators")
     generator_default = (registry.available_names("generators") or generator_names or [None])[0]
-    classes, guidance_default, generator_error, top_k_max = [], 2.0, None, 1024
+    classes, generator_error, top_k_max = [], None, 1024
+    sampling = dict(DEFAULT_SAMPLING)  # no generator loaded: the library's defaults
     if generator_default and registry.spec("generators", generator_default).available:
         try:
             pipe = registry.pipeline(generator_default)
             classes = label_choices(pipe)
-            guidance_default = pipe.config.sampling_defaults.get("guidance_scale", 2.0)
+            sampling = pipe.sampling_settings()  # the sliders start where pipe(...) samples by default
             top_k_max = pipe.transformer.config.vocab_size
         except ModelUnavailable as error:
             generator_error = str(error)
@@ -325,12 +333,14 @@ def build_demo(
                         allow_custom_value=True,
                         elem_id="gen-class",
                     )
-                    guidance_in = gr.Slider(1.0, 10.0, value=guidance_default, step=0.25, label="Guidance scale",
-                                            elem_id="gen-guidance")  # fmt: skip
-                    temperature_in = gr.Slider(0.05, 2.0, value=1.0, step=0.05, label="Temperature",
-                                               elem_id="gen-temperature")  # fmt: skip
-                    top_k_in = gr.Slider(0, top_k_max, value=0, step=1, label="Top-k (0 = off)", elem_id="gen-top-k")
-                    top_p_in = gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Top-p (1 = off)", elem_id="gen-top-p")
+                    guidance_in = gr.Slider(1.0, 10.0, value=sampling["guidance_scale"], step=0.25,
+                                            label="Guidance scale", elem_id="gen-guidance")  # fmt: skip
+                    temperature_in = gr.Slider(0.05, 2.0, value=sampling["temperature"], step=0.05,
+                                               label="Temperature", elem_id="gen-temperature")  # fmt: skip
+                    top_k_in = gr.Slider(0, top_k_max, value=sampling["top_k"], step=1, label="Top-k (0 = off)",
+                                         elem_id="gen-top-k")  # fmt: skip
+                    top_p_in = gr.Slider(0.05, 1.0, value=sampling["top_p"], step=0.01, label="Top-p (1 = off)",
+                                         elem_id="gen-top-p")  # fmt: skip
                     seed_in = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="gen-seed")
                     num_in = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images", elem_id="gen-num")
                     gen_button = gr.Button("Generate", variant="primary", elem_id="gen-button")
@@ -346,7 +356,10 @@ def build_demo(
                 show_progress_on=[gen_status],
             )
             generator_dd.change(
-                on_generator_change, generator_dd, [class_dd, guidance_in], api_name="generator_classes"
+                on_generator_change,
+                generator_dd,
+                [class_dd, guidance_in, temperature_in, top_k_in, top_p_in],
+                api_name="generator_classes",
             )
     demo.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue)
     demo.fvq_registry = registry
