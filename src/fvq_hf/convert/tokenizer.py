@@ -23,30 +23,27 @@ as the official conversion to a plain codebook does.
 
 from __future__ import annotations
 
-import argparse
 import os
-import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 
 import torch
-from huggingface_hub import ModelCardData
 
-from .hub import render_model_card
-from .models import FVQModel
-from .models.fvq_model import _block_types
-from .quantization.projectors import parse_official_projector
-from .quantization.vqbridge import BRIDGE_NUM_HEADS
+from ..hub.converted_cards import converted_tokenizer_card
+from ..models import FVQModel
+from ..models.fvq_model import _block_types
+from ..quantization.projectors import parse_official_projector
+from ..quantization.vqbridge import BRIDGE_NUM_HEADS
+from .checkpoint import ConversionError, match_keys, pick_weights, read_checkpoint_file
 
 # buffers of the official layout that are state, not weights: read and reported, never carried over
 IGNORED_KEYS = ("quantize.codebook_used",)
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# what makes a state dict a tokenizer's: the keys every FVQ / LlamaGen VQGAN has
+TOKENIZER_KEYS = {
+    "encoder.conv_in.weight": "the encoder's first convolution",
+    "quantize.embedding.weight": "the codebook",
+}
 _ATTN_NAMES = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
-
-
-class ConversionError(ValueError):
-    """The source file cannot be converted; the message names the file or keys at fault and what to do."""
 
 
 @dataclass
@@ -73,87 +70,16 @@ class ConversionResult:
 
 
 # ----------------------------------------------------------------------------------------------- reading
-def read_checkpoint_file(path: str | os.PathLike) -> tuple[object, str]:
-    """Open a checkpoint safely: ``.safetensors``, or a torch file under ``weights_only=True`` that may hold
-    argparse's ``Namespace`` and nothing else beyond tensors and plain containers. Returns (content, format)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint file at {path!r}")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path), "safetensors"
-        except Exception as error:  # safetensors raises its own error types for a bad header
-            raise ConversionError(
-                f"{path!r} is not a readable safetensors file (truncated or corrupt?): {error}"
-            ) from error
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ConversionError(
-            f"{path!r} holds pickled objects other than tensors, plain containers and argparse.Namespace, and "
-            "fvq-convert does not unpickle them: unpickling can run arbitrary code. If you trust the file, load it "
-            "yourself, save its state dict with safetensors.torch.save_file and convert that. "
-            f"torch said: {str(error).splitlines()[0]}"
-        ) from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
-        raise ConversionError(
-            f"{path!r} is not a readable PyTorch checkpoint (truncated or corrupt?): {str(error).splitlines()[0]}"
-        ) from error
-    return raw, "PyTorch pickle (weights_only)"
-
-
-def split_container(path: str, raw) -> tuple[dict[str, torch.Tensor], str, dict, int | None]:
-    """The weights of a training checkpoint (EMA preferred, then ``model``, ``module``, ``state_dict``, else the
-    dict itself) under key names without wrapper prefixes, its ``args`` as a dict and its ``steps``. The values are
-    not checked yet (:func:`require_tensors`), so a caller can first say whether the keys are of its kind."""
-    if not isinstance(raw, dict):
-        raise ConversionError(f"{path!r} holds a {type(raw).__name__}, not a checkpoint dict or a state dict")
-    args = raw.get("args")
-    args = vars(args) if isinstance(args, argparse.Namespace) else dict(args) if isinstance(args, dict) else {}
-    steps = raw.get("steps")
-    for key in ("ema", "model", "module", "state_dict"):
-        if isinstance(raw.get(key), dict):
-            weights, weights_key = raw[key], key
-            break
-    else:
-        weights, weights_key = raw, "state dict"
-    state = {strip_wrapper_prefix(name): value for name, value in weights.items()}
-    return state, weights_key, args, int(steps) if isinstance(steps, int) else None
-
-
-def require_tensors(path: str, state: dict, weights_key: str) -> None:
-    for name, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise ConversionError(
-                f"{path!r}: entry {name!r} of the {weights_key} is a {type(value).__name__}, not a tensor"
-            )
-
-
 def load_checkpoint(path: str | os.PathLike) -> SourceCheckpoint:
-    """Read a tokenizer checkpoint safely (see :func:`read_checkpoint_file`)."""
+    """Read a tokenizer checkpoint safely (see :func:`~fvq_hf.convert.checkpoint.read_checkpoint_file`)."""
     raw, fmt = read_checkpoint_file(path)
-    return _pick_weights(os.fspath(path), raw, fmt)
+    return pick_tokenizer_weights(os.fspath(path), raw, fmt)
 
 
-def _pick_weights(path: str, raw, fmt: str) -> SourceCheckpoint:
-    state, weights_key, args, steps = split_container(path, raw)
-    if "encoder.conv_in.weight" not in state or "quantize.embedding.weight" not in state:
-        sample = ", ".join(sorted(map(str, state))[:5]) or "none"
-        raise ConversionError(
-            f"{path!r} does not look like an FVQ or LlamaGen tokenizer checkpoint: it has no 'encoder.conv_in.weight' "
-            f"or 'quantize.embedding.weight' among its {len(state)} keys (first: {sample})"
-        )
-    require_tensors(path, state, weights_key)
+def pick_tokenizer_weights(path: str, raw, fmt: str) -> SourceCheckpoint:
+    """The tokenizer weights of a file's content (see :func:`~fvq_hf.convert.checkpoint.pick_weights`)."""
+    state, weights_key, args, steps = pick_weights(path, raw, TOKENIZER_KEYS, "an FVQ or LlamaGen tokenizer")
     return SourceCheckpoint(path, state, args, weights_key, steps, fmt)
-
-
-def strip_wrapper_prefix(name: str) -> str:
-    for prefix in _WRAPPER_PREFIXES:  # DistributedDataParallel / torch.compile wrappers
-        name = name.removeprefix(prefix)
-    return name
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -391,8 +317,7 @@ def convert_state_dict(
     Returns the converted state dict, the source keys carried over and the source keys skipped; raises
     ``ConversionError`` naming every unknown, missing or mis-shaped key.
     """
-    expected = model.state_dict()
-    converted, consumed, ignored, unknown, misshaped, misshaped_targets = {}, [], [], [], [], set()
+    renamed, ignored, unknown = {}, [], []
     for key, tensor in state.items():
         try:
             new = rename_key(key)
@@ -404,28 +329,15 @@ def convert_state_dict(
             continue
         if ".attentions." in new and re.search(r"\.to_(q|k|v|out\.0)\.weight$", new) and tensor.ndim == 4:
             tensor = tensor[:, :, 0, 0]  # LlamaGen's 1×1 convolutions are diffusers' Linear layers
-        if new not in expected:
-            unknown.append(key)
-        elif tuple(tensor.shape) != tuple(expected[new].shape):
-            misshaped.append(f"{key} {tuple(tensor.shape)} → {new} expects {tuple(expected[new].shape)}")
-            misshaped_targets.add(new)
-        else:
-            converted[new] = tensor
-            consumed.append(key)
-    missing = sorted(set(expected) - set(converted) - misshaped_targets)
-    problems = []
-    if unknown:
-        problems.append(f"unknown keys ({len(unknown)}): {', '.join(sorted(unknown))}")
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
-    if misshaped:
-        problems.append(f"mis-shaped keys ({len(misshaped)}): {'; '.join(misshaped)}")
-    if problems:
-        raise ConversionError(
-            "the checkpoint does not match the model inferred from it (override the config with flags if the "
-            "inference is wrong):\n  " + "\n  ".join(problems)
-        )
-    return converted, consumed, ignored
+        renamed[new] = (key, tensor)
+    converted = match_keys(
+        model.state_dict(),
+        renamed,
+        unknown,
+        "the checkpoint",
+        " (override the config with flags if the inference is wrong)",
+    )
+    return converted, [source for source, _ in renamed.values()], ignored
 
 
 def convert_checkpoint(source: str | os.PathLike | SourceCheckpoint, **overrides) -> ConversionResult:
@@ -447,265 +359,16 @@ def save_converted(
     fold: bool = True,
     repo_id: str | None = None,
 ):
-    """Write the converted model (FVQModel folder, folded or not, or a diffusers VQModel folder) with a model card."""
+    """Write the converted model (FVQModel folder, folded or not, or a diffusers VQModel folder) with a model card
+    (:func:`fvq_hf.hub.converted_cards.converted_tokenizer_card`)."""
     if to not in ("fvq", "diffusers"):
         raise ValueError(f"--to must be 'fvq' or 'diffusers', got {to!r}")
-    model = result.model
-    c = model.config
-    names = {"vqbridge": "VQBridge", "linear": "projector (Linear)", "mlp": "projector (5-layer MLP)"}
+    output_dir = os.fspath(output_dir)
     if to == "diffusers":
-        out = model.to_diffusers()
-        saved_as = (
-            f"a diffusers `VQModel` ({names[c.projector]} folded into the codebook)"
-            if c.projector != "none"
-            else "a diffusers `VQModel`"
-        )
-        usage = (
-            f'from diffusers import VQModel\n\nvq = VQModel.from_pretrained("{repo_id or output_dir}")\n'
-            "reconstruction = vq.decode(vq.encode(images).latents).sample"
-        )
-        library = "diffusers"
+        out = result.model.to_diffusers()
     else:
-        out = model.fold() if fold else model
-        saved_as = "an `FVQModel`, " + (
-            "folded: one plain codebook, no projector"
-            if out.config.folded or c.projector == "none"
-            else f"unfolded: raw codebook + {names[c.projector]}, ready to fine-tune"
-        )
-        usage = (
-            f'from fvq_hf import FVQModel\n\nmodel = FVQModel.from_pretrained("{repo_id or output_dir}")\n'
-            "indices = model.encode_indices(images)      # (B, H/f, W/f)\n"
-            "reconstruction = model.decode_indices(indices)"
-        )
-        library = "fvq_hf"
+        out = result.model.fold() if fold else result.model
     out.save_pretrained(output_dir)
-
-    downsample = model.downsample_factor
-    folded_now = to == "diffusers" or fold
-    condition_row = None
-    if c.projector == "vqbridge":
-        projector = (
-            f"VQBridge, {c.bridge_flavour} flavour, p = {c.bridge_patch_size}, hidden {c.bridge_hidden_size}, "
-            f"heads {c.bridge_num_heads}, depth {c.bridge_depth}"
-        )
-        note = (
-            "The bridge was applied once to the raw codebook; the saved codebook is its output." if folded_now else ""
-        )
-        if c.bridge_flavour == "dit":
-            rows, index = c.bridge_num_condition_embeddings, c.bridge_condition_index
-            condition_row = f"row {index} of the {rows}-row label table" + (
-                " (the null class, the row the official conversion folds with)"
-                if rows > 1 and index == rows - 1
-                else " (its only row)"
-                if rows == 1
-                else ""
-            )
-            note += f" The bridge is computed with {condition_row}." if note else ""
-    elif c.projector in ("linear", "mlp"):
-        projector = (
-            "one Linear(d, d) per code (Qbridge-lin/1)" if c.projector == "linear" else "5-layer MLP (Qbridge-lin/5)"
-        )
-        note = (
-            "The projector was applied once to the raw codebook; the saved codebook is its output."
-            if folded_now
-            else ""
-        )
-    else:
-        projector, note = "none (plain codebook)", ""
-    if c.l2_normalize and to == "diffusers":
-        note += (
-            " The codebook is stored l2-normalised: with unit-length codes the L2 nearest code is the cosine nearest "
-            "code, so the stock VQModel reproduces the tokenizer exactly at inference. Training it further as a "
-            "VQModel would not keep the normalisation."
-        )
-    card = render_model_card(
-        "converted_tokenizer.md",
-        ModelCardData(library_name=library, tags=["fvq", "vqgan", "image-tokenizer", "vector-quantization"]),
-        title=repo_id or os.path.basename(os.path.abspath(output_dir)),
-        source_name=os.path.basename(result.source.path),
-        source_format=result.source.format,
-        weights_key=result.source.weights_key,
-        steps=result.source.steps if result.source.steps is not None else "not recorded",
-        layout=result.layout,
-        source_args={
-            k: v
-            for k, v in result.source.args.items()
-            if k
-            in (
-                "codebook_size",
-                "codebook_embed_dim",
-                "QB_type",
-                "codebook_l2_norm",
-                "is_uncondition",
-                "num_classes",
-                "vq_model",
-                "image_size",
-            )
-        },
-        ignored_keys=result.ignored_keys,
-        saved_as=saved_as,
-        downsample=downsample,
-        tokens=f"{c.sample_size // downsample} × {c.sample_size // downsample}",
-        sample_size=c.sample_size,
-        codebook_size=f"{c.codebook_size:,}",
-        codebook_dim=c.codebook_dim,
-        l2_normalize=c.l2_normalize,
-        codebook_init_l2=c.codebook_init_l2,
-        projector=projector,
-        condition_row=condition_row,
-        block_out_channels=tuple(c.block_out_channels),
-        layers_per_block=c.layers_per_block,
-        projector_note=note.strip(),
-        usage=usage,
-    )
+    card = converted_tokenizer_card(result, out, output_dir, to=to, repo_id=repo_id)
     card.save(os.path.join(output_dir, "README.md"))
     return out
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="fvq-convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "src", help="official FVQ / LlamaGen tokenizer, or LlamaGen c2i GPT, checkpoint (.pt, .pth, .safetensors)"
-    )
-    parser.add_argument("dst", help="output folder")
-    parser.add_argument(
-        "--to",
-        choices=["fvq", "diffusers"],
-        default="fvq",
-        help="write an FVQModel (default) or a diffusers VQModel folder",
-    )
-    parser.add_argument(
-        "--fold",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="fold the VQBridge into the codebook (default); --no-fold keeps raw codebook + bridge",
-    )
-    parser.add_argument(
-        "--push-to-hub", metavar="ID", default=None, help="also upload the folder to this Hub repository"
-    )
-    parser.add_argument("--token", default=None, help="Hub token (default: the one `hf auth login` stored)")
-    parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
-    group = parser.add_argument_group("config overrides (read from the checkpoint's args and tensors by default)")
-    group.add_argument("--codebook-size", type=int, default=None)
-    group.add_argument("--codebook-dim", type=int, default=None)
-    group.add_argument(
-        "--l2-normalize",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="cosine lookup, latents and codes normalised at every lookup (LlamaGen's codebook_l2_norm)",
-    )
-    group.add_argument(
-        "--bridge-num-heads",
-        type=int,
-        default=None,
-        help="VQBridge heads (not visible in the tensors; args.QB_type gives them)",
-    )
-    group.add_argument(
-        "--bridge-condition-index",
-        type=int,
-        default=None,
-        help="DiT-flavoured bridge: the label row to compute it with (default: row 1000, the null class, of a "
-        "1,001-row table)",
-    )
-    group.add_argument(
-        "--codebook-init-l2",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="record FVQ's codebook_l2_norm (raw codebook normalised once at init; lookup unchanged)",
-    )
-    group.add_argument("--norm-num-groups", type=int, default=None, help="GroupNorm groups (LlamaGen: 32)")
-    group.add_argument("--sample-size", type=int, default=None, help="training resolution recorded in the config")
-    gpt = parser.add_argument_group("LlamaGen c2i GPT checkpoints (c2i_B_256.pt … c2i_XXL_384.pt)")
-    gpt.add_argument(
-        "--tokenizer",
-        default=None,
-        help="with a GPT: also write a whole FVQPipeline, with this tokenizer (a converted folder, a Hub id, or a "
-        "tokenizer checkpoint converted with the overrides above)",
-    )
-    gpt.add_argument(
-        "--id2label", default=None, help="JSON file of class names (default: ImageNet's for 1,000 classes)"
-    )
-    gpt.add_argument("--image-size", type=int, default=None, help="the GPT's image size when the file does not say")
-    gpt.add_argument("--num-heads", type=int, default=None, help="the GPT's attention heads (default: from args)")
-    return parser.parse_args(argv)
-
-
-def _convert_gpt(args, raw) -> None:
-    import json
-
-    from .convert_gpt import convert_gpt_checkpoint, describe_conversion, save_converted_gpt
-
-    result = convert_gpt_checkpoint(args.src, image_size=args.image_size, num_heads=args.num_heads, raw=raw)
-    tokenizer = None
-    if args.tokenizer:
-        if os.path.isfile(args.tokenizer):
-            tokenizer = convert_checkpoint(args.tokenizer, **_tokenizer_overrides(args)).model
-        else:
-            tokenizer = FVQModel.from_pretrained(args.tokenizer)
-        if not tokenizer.config.folded:
-            tokenizer = tokenizer.fold()
-    id2label = None
-    if args.id2label:
-        with open(args.id2label) as handle:
-            id2label = {int(k): v for k, v in json.load(handle).items()}
-    save_converted_gpt(
-        result,
-        args.dst,
-        tokenizer=tokenizer,
-        tokenizer_name=args.tokenizer,
-        id2label=id2label,
-        repo_id=args.push_to_hub,
-    )
-    print(f"read {describe_conversion(result)}")
-    print(f"wrote {'an FVQPipeline' if tokenizer is not None else 'an FVQTransformer'} to {args.dst}")
-
-
-def _tokenizer_overrides(args) -> dict:
-    return {
-        "codebook_size": args.codebook_size,
-        "codebook_dim": args.codebook_dim,
-        "l2_normalize": args.l2_normalize,
-        "bridge_num_heads": args.bridge_num_heads,
-        "bridge_condition_index": args.bridge_condition_index,
-        "codebook_init_l2": args.codebook_init_l2,
-        "norm_num_groups": args.norm_num_groups,
-        "sample_size": args.sample_size,
-    }
-
-
-def main(argv: list[str] | None = None) -> None:
-    from .convert_gpt import is_gpt_state
-    from .hub import push_folder
-
-    args = parse_args(argv)
-    try:
-        raw, fmt = read_checkpoint_file(args.src)
-        weights = split_container(args.src, raw)[0]
-        if is_gpt_state(weights):
-            _convert_gpt(args, raw)
-        else:
-            result = convert_checkpoint(_pick_weights(args.src, raw, fmt), **_tokenizer_overrides(args))
-            save_converted(result, args.dst, to=args.to, fold=args.fold, repo_id=args.push_to_hub)
-            print(f"read {args.src} ({result.source.weights_key} weights): {result.layout}")
-            print(
-                f"carried over {len(result.consumed_keys)} keys"
-                + (f"; skipped {', '.join(result.ignored_keys)} (not weights)" if result.ignored_keys else "")
-            )
-            print(f"wrote {'a diffusers VQModel' if args.to == 'diffusers' else 'an FVQModel'} to {args.dst}")
-    except (ConversionError, FileNotFoundError, OSError) as error:
-        raise SystemExit(f"fvq-convert: {error}") from None
-    if args.push_to_hub:
-        url = push_folder(
-            args.dst,
-            args.push_to_hub,
-            token=args.token,
-            private=args.private or None,
-            commit_message="Convert with fvq-convert",
-        )
-        print(f"pushed: {url}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,7 @@
 """Hub helpers, the one place for model cards and pushing: cards rendered from the templates in model_cards/,
 their ``model-index`` metrics, and uploading a written folder in one commit."""
 
+from .converted_cards import converted_tokenizer_card, converted_transformer_card
 from .model_card import (
     TAGS,
     eval_results,
@@ -17,6 +18,8 @@ from .push import TRAINING_STATE_PATTERNS, default_repo_id, push_folder
 __all__ = [
     "TAGS",
     "TRAINING_STATE_PATTERNS",
+    "converted_tokenizer_card",
+    "converted_transformer_card",
     "default_repo_id",
     "eval_results",
     "evaluation_metrics",
