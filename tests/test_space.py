@@ -485,3 +485,14 @@ def test_the_generate_tab_starts_from_the_pipelines_own_sampling_settings(tmp_pa
     values = [update.value for update in changed[1:]]
     plain = tiny_pipeline().sampling_settings()
     assert values == [plain[k] for k in ("guidance_scale", "temperature", "top_k", "top_p")]
+
+
+def test_the_page_names_a_tokenizer_and_never_its_machine_folder(tmp_path, monkeypatch):
+    from fvq_hf.space.ui import tokenizer_info
+
+    models = make_space_models(tmp_path / "models")
+    registry = ModelRegistry(load_space_config(write_config(tmp_path, models), environ={}), device="cpu")
+    info = tokenizer_info(registry, "tiny tokenizer")
+    assert info.startswith("**tiny tokenizer** (`tokenizer`)") and str(tmp_path) not in info  # outside the cwd
+    monkeypatch.chdir(tmp_path)  # run from a folder that holds the models: shown relative to it
+    assert registry.spec("tokenizers", "tiny tokenizer").shown_source == os.path.join("models", "tokenizer")

@@ -91,7 +91,10 @@ def tokenizer_info(registry: ModelRegistry, name: str | None) -> str:
     spec = registry.spec("tokenizers", name)
     if not spec.available:
         return spec.missing_message()
-    return f"`{spec.source}` · codebook usage on its evaluation set: {_format_usage(registry, name)}"
+    return (
+        f"**{spec.name}** (`{spec.shown_source}`) · codebook usage on its evaluation set: "
+        f"{_format_usage(registry, name)}"
+    )
 
 
 def reconstruction_summary(result, usage: str, notes: list[str]) -> str:
