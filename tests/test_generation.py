@@ -270,3 +270,22 @@ def test_sampling_settings_are_checked_in_one_place():
             pipe([0], **bad)
         with pytest.raises(ValueError, match=f"{phrase}.*sampling default"):
             tiny_pipeline(sampling_defaults=bad)
+
+
+def test_from_pretrained_says_what_is_wrong_with_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(tmp_path / "outputs" / "fvq-mnist-generator")
+    with pytest.raises(FileNotFoundError, match="no pipeline folder at './no/such/folder': it does not exist"):
+        FVQPipeline.from_pretrained("./no/such/folder")  # not "Repo id must be in the form …"
+    with pytest.raises(FileNotFoundError, match="Did you mean 'outputs/fvq-mnist-generator'"):
+        FVQPipeline.from_pretrained("outputs/fvq-mnist-generatr")  # a typo, not "set HF_HUB_OFFLINE=0"
+    pipe.vqvae.save_pretrained(tmp_path / "tokenizer")
+    with pytest.raises(ValueError, match="is a tokenizer \\(FVQModel\\).*FVQModel.from_pretrained"):
+        FVQPipeline.from_pretrained(tmp_path / "tokenizer")
+    pipe.transformer.save_pretrained(tmp_path / "transformer")
+    with pytest.raises(ValueError, match="is a transformer alone.*FVQTransformer.from_pretrained"):
+        FVQPipeline.from_pretrained(tmp_path / "transformer")
+    loaded = FVQPipeline.from_pretrained("outputs/fvq-mnist-generator")  # a relative folder still loads
+    assert loaded.config.id2label == pipe.config.id2label

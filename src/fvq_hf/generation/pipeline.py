@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -57,6 +58,61 @@ def _is_whole(value) -> bool:
     return _is_number(value) and int(value) == value
 
 
+def _looks_like_a_path(source: str) -> bool:
+    """A Hub id is ``name`` or ``org/name``; anything else (``./x``, ``/x``, ``~/x``, ``a/b/c``, ``C:\\x``) is a path."""
+    return (
+        source.startswith((".", "/", "~", os.sep))
+        or source.count("/") > 1
+        or (os.sep != "/" and os.sep in source)
+        or (len(source) > 1 and source[1] == ":")
+    )
+
+
+def _no_folder_message(source: str) -> str:
+    """Says the folder is not there, and names the nearest existing folders (a typo is the usual cause)."""
+    parent = os.path.dirname(os.path.abspath(os.path.expanduser(source)))
+    while parent and not os.path.isdir(parent):
+        parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
+    hint = ""
+    if parent:
+        names = sorted(n for n in os.listdir(parent) if os.path.isdir(os.path.join(parent, n)))
+        near = difflib.get_close_matches(os.path.basename(os.path.normpath(source)), names, n=3, cutoff=0.6)
+        hint = (
+            f" Did you mean {', '.join(repr(os.path.join(os.path.dirname(source), n)) for n in near)}?" if near else ""
+        )
+    return (
+        f"no pipeline folder at {source!r}: it does not exist.{hint} Pass an existing folder (one with "
+        "model_index.json, as training/train_generator.py or fvq-convert --tokenizer writes) or a Hub id (org/name)."
+    )
+
+
+def check_pipeline_folder(folder: str, shown: str | None = None) -> None:
+    """Refuse a folder that is not an FVQPipeline with what it is instead: a tokenizer or a transformer alone."""
+    if os.path.isfile(os.path.join(folder, "model_index.json")):
+        return
+    shown = shown or folder
+    config = os.path.join(folder, "config.json")
+    kind = None
+    if os.path.isfile(config):
+        with open(config) as handle:
+            kind = json.load(handle).get("_class_name")
+    if kind == "FVQModel":
+        raise ValueError(
+            f"{shown!r} is a tokenizer (FVQModel), not a pipeline: load it with FVQModel.from_pretrained, or pair it "
+            "with a generator trained on its codes (training/train_generator.py writes a whole pipeline)"
+        )
+    if kind == "FVQTransformer":
+        raise ValueError(
+            f"{shown!r} is a transformer alone (FVQTransformer), not a pipeline: load it with "
+            "FVQTransformer.from_pretrained, or build FVQPipeline(vqvae=tokenizer, transformer=it) with the "
+            "tokenizer whose codes it was trained on"
+        )
+    raise ValueError(
+        f"{shown!r} is not an FVQPipeline folder: it has no model_index.json"
+        + (f" (its config.json is a {kind})" if kind else "")
+    )
+
+
 class FVQPipeline(DiffusionPipeline):
     r"""
     Class-conditional generation with FVQ tokens: the ``transformer`` samples a grid of codes for each class, the
@@ -108,16 +164,29 @@ class FVQPipeline(DiffusionPipeline):
         """Load from a local folder or a Hub id.
 
         diffusers' own download step only resolves diffusers and transformers components, so a Hub id is first
-        fetched whole with ``huggingface_hub.snapshot_download`` (cached as usual) and then loaded from disk.
+        fetched whole with ``huggingface_hub.snapshot_download`` (cached as usual) and then loaded from disk. A
+        folder that is not a pipeline, or a path that names no folder, gets an error saying which and what to do.
         """
-        if not os.path.isdir(pretrained_model_name_or_path):
-            from huggingface_hub import snapshot_download
+        source = os.fspath(pretrained_model_name_or_path)
+        if os.path.isdir(source):
+            check_pipeline_folder(source)
+            return super().from_pretrained(source, **kwargs)
+        if _looks_like_a_path(source):
+            raise FileNotFoundError(_no_folder_message(source))
+        from huggingface_hub import snapshot_download
 
-            download = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token", "force_download") if k in kwargs}
-            if kwargs.pop("local_files_only", False):
-                download["local_files_only"] = True
-            pretrained_model_name_or_path = snapshot_download(str(pretrained_model_name_or_path), **download)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        download = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token", "force_download") if k in kwargs}
+        if kwargs.pop("local_files_only", False):
+            download["local_files_only"] = True
+        try:
+            folder = snapshot_download(source, **download)
+        except Exception as error:
+            first = source.split("/")[0]
+            if os.path.isdir(first):  # "outputs/fvq-mnist-generatr": a typo in a local folder, not a Hub id
+                raise FileNotFoundError(_no_folder_message(source)) from error
+            raise
+        check_pipeline_folder(folder, source)
+        return super().from_pretrained(folder, **kwargs)
 
     # ------------------------------------------------------------------ labels
     def get_label_ids(self, label: str | int | Sequence[str | int]) -> list[int]:
