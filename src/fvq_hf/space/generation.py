@@ -18,6 +18,17 @@ from PIL import Image
 from ..data import tensor_to_pil
 
 MAX_IMAGES = 8
+GALLERY_COLUMNS = 4
+# the size a sample is enlarged towards for the gallery, by a whole factor (a 16 px digit: 10×), so that four fit
+# side by side in the page's column and pixels stay square
+DISPLAY_SIZE = 160
+
+
+def enlarge_for_display(image: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
+    """``image`` enlarged by the largest whole factor that keeps it within ``size`` (1 for larger samples), each
+    pixel a k × k block: the whole sample, sharp, and its pixels recoverable exactly."""
+    factor = max(1, size // max(image.size))
+    return image if factor == 1 else image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
 
 @dataclass

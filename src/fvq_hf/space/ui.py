@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from ..generation.pipeline import DEFAULT_SAMPLING
-from .generation import MAX_IMAGES, label_choices, stream_generation
+from .generation import GALLERY_COLUMNS, MAX_IMAGES, enlarge_for_display, label_choices, stream_generation
 from .images import MAX_FILE_SIZE, MAX_PIXELS, ImageInputError, load_image, reconstruct
 from .models import ModelRegistry, ModelUnavailable, SpaceConfig, load_space_config
 from .result_files import ResultFiles
@@ -25,10 +25,13 @@ logger = logging.getLogger(__name__)
 MIN_WORKING_SIZE, MAX_WORKING_SIZE, DEFAULT_WORKING_SIZE = 32, 512, 256
 CONCURRENCY_LIMIT = 2  # a free CPU Space has 2 vCPUs
 MAX_QUEUE = 32
-CSS = """
-#recon-input img, #recon-output img, #recon-difference img, #recon-tokens img, #gen-gallery img {
+CSS = f"""
+#recon-input img, #recon-output img, #recon-difference img, #recon-tokens img, #gen-gallery img {{
     image-rendering: pixelated;
-}
+}}
+/* the gallery keeps its columns whatever the count: Gradio gives a lone sample the whole width, taller than the
+   gallery, which then crops it; with scale-down a sample (enlarged by a whole factor) shows at its own size */
+#gen-gallery .grid-container {{ grid-template-columns: repeat({GALLERY_COLUMNS}, minmax(0, 1fr)) !important; }}
 """
 
 
@@ -208,16 +211,16 @@ def build_demo(
                 progress((update.step, update.total), desc="sampling tokens", unit="tokens")
                 if update.final:
                     seconds = time.perf_counter() - started
-                    captions = [f"{label} · seed {seed} · {i + 1}" for i in range(len(update.images))]
+                    # no captions: Gradio draws them over the image's corner; the status line says what they are
                     yield (
-                        list(zip([result_files.save(image, "sample") for image in update.images], captions)),
+                        [result_files.save(enlarge_for_display(image), "sample") for image in update.images],
                         (
                             f"Done: {len(update.images)} image(s) of **{label}**, seed {seed}, "
                             f"{update.total} tokens each, in {seconds:.2f} s."
                         ),
                     )
                 elif update.images is not None:
-                    previews = [result_files.save(image, "preview") for image in update.images]
+                    previews = [result_files.save(enlarge_for_display(image), "preview") for image in update.images]
                     yield previews, f"Sampling: row {update.step // grid} of {grid} ({update.step} tokens)…"
         except Exception as error:  # noqa: BLE001 - every failure becomes a message in the page
             raise _user_error(error) from None
@@ -348,7 +351,7 @@ def build_demo(
                     num_in = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images", elem_id="gen-num")
                     gen_button = gr.Button("Generate", variant="primary", elem_id="gen-button")
                 with gr.Column(scale=2):
-                    gallery = gr.Gallery(label="Samples", format="png", columns=4, object_fit="contain",
+                    gallery = gr.Gallery(label="Samples", format="png", columns=GALLERY_COLUMNS, object_fit="scale-down",
                                          height="auto", elem_id="gen-gallery")  # fmt: skip
                     gen_status = gr.Markdown(elem_id="gen-status")
             gen_button.click(
