@@ -101,6 +101,7 @@ def space(request, tmp_path_factory):
     if request.param == "test-models":
         models = make_space_models(tmp / "models")
         config, tokenizer_dir, generator_dir = write_config(tmp, models), models["tokenizer"], models["generator"]
+        model_names = ("tiny tokenizer", "tiny generator")  # write_config's names
         label, artifacts = "three", Path(os.environ.get("FVQ_SPACE_ARTIFACTS", SPACE / "screenshots" / "test-models"))
         latency_path = artifacts / "latency.json"
     else:
@@ -111,6 +112,7 @@ def space(request, tmp_path_factory):
                 "training/configs/demo-cpu.yaml and python training/generation_demo.py make them"
             )
         tokenizer_dir, generator_dir, label = tokenizer.path, generator.path, None  # class 7's name, below
+        model_names = (tokenizer.name, generator.name)  # as the config names them, never a machine folder
         artifacts, latency_path = SPACE / "screenshots", SPACE / "latency.json"
     demo, url = start_server(config, device="cpu", max_file_size=MAX_FILE_SIZE)
     pipe = FVQPipeline.from_pretrained(generator_dir)
@@ -130,7 +132,7 @@ def space(request, tmp_path_factory):
     yield state
     demo.close()
     if state.latency:
-        write_latency(latency_path, state, tokenizer_dir, generator_dir)
+        write_latency(latency_path, state, *model_names)
 
 
 @pytest.fixture(scope="module")
@@ -151,13 +153,13 @@ def page(space):
         context.close()
 
 
-def write_latency(path: Path, space, tokenizer_dir, generator_dir) -> None:
+def write_latency(path: Path, space, tokenizer_name: str, generator_name: str) -> None:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     record = {
         "what": "seconds from the click to the result shown in the page (Chromium, the app on 127.0.0.1, CPU)",
         "models": space.kind,
-        "tokenizer": str(tokenizer_dir),
-        "generator": str(generator_dir),
+        "tokenizer": tokenizer_name,
+        "generator": generator_name,
         **space.latency,
         "machine": {
             "cpus": os.cpu_count(),
