@@ -289,3 +289,29 @@ def test_from_pretrained_says_what_is_wrong_with_the_folder(tmp_path, monkeypatc
         FVQPipeline.from_pretrained(tmp_path / "transformer")
     loaded = FVQPipeline.from_pretrained("outputs/fvq-mnist-generator")  # a relative folder still loads
     assert loaded.config.id2label == pipe.config.id2label
+
+
+def test_the_demo_records_usage_codes_slots_and_tokens_per_code():
+    """generation_demo.py's record of a token set: codes used, live bridge slots (a slot is every p²-th code of
+    each tile: 32 × 32 codes in 4 × 4 tiles, slot of code i = (row % 4) · 4 + column % 4), tokens per code."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "training" / "generation_demo.py"
+    spec = importlib.util.spec_from_file_location("generation_demo", script)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    config = small_model().fold().config  # 1,024 codes laid out by a p = 4 bridge
+    codes = torch.arange(1024).view(32, 32)
+    slot_0 = codes[0::4, 0::4].reshape(-1)  # 64 codes, all of slot 0
+    record = demo.code_usage(torch.cat([slot_0, slot_0]).view(2, 8, 8), config)
+    assert record == {
+        "usage": 64 / 1024,
+        "used_codes": 64,
+        "codebook_size": 1024,
+        "tokens": 128,
+        "tokens_per_code": 0.125,
+        "live_slots": 1,
+        "slots": 16,
+    }
+    assert demo.code_usage(codes.view(1, 32, 32), config)["live_slots"] == 16
