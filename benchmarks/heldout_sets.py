@@ -79,9 +79,20 @@ def plot(runs: list[dict], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def model_name(source: str) -> str:
+    """How the results name the model: a Hub id as given, a folder by its path inside the repository, a folder
+    elsewhere by its own name (committed results never name machine folders)."""
+    if not os.path.isdir(source):
+        return source
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    relative = os.path.relpath(os.path.abspath(source), root)
+    return os.path.basename(os.path.abspath(source)) if relative.startswith("..") else relative
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     model = FVQModel.from_pretrained(args.model).to(args.device).eval()
+    args.model = model_name(args.model)  # the results (and their settings) name it, not the machine's folder
     resolution = args.resolution or model.config.sample_size
     per_side = resolution // model.downsample_factor
     runs = []

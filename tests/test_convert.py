@@ -389,3 +389,28 @@ def test_args_that_contradict_the_tensors(tmp_path):
 
 class _Custom:
     pass
+
+
+def test_a_file_that_is_not_a_checkpoint_gets_one_line_naming_it(tmp_path, capsys):
+    """A text file named .pt (a web page, a Git LFS pointer) is refused as what it is, not with torch's traceback."""
+    pointer = tmp_path / "fvq_16k.pt"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 1234\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(pointer), str(tmp_path / "out")])
+    message = str(exit_info.value)
+    assert message.startswith("fvq-convert: ") and "is not a PyTorch checkpoint (text beginning 'version" in message
+    assert "git lfs pull" in message and "\n" not in message
+    (tmp_path / "hello.pt").write_text("hello world")  # torch.load itself raises KeyError: 101 on this one
+    with pytest.raises(ConversionError, match="is not a PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "hello.pt")
+    with pytest.raises(ConversionError, match="is a folder, not a checkpoint file"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_tokenizer_without_its_codebook_is_told_which_key_is_missing(tmp_path):
+    torch.save({"model": {"encoder.conv_in.weight": torch.zeros(2, 3, 3, 3)}}, tmp_path / "no-codebook.pt")
+    with pytest.raises(ConversionError) as error:
+        load_checkpoint(tmp_path / "no-codebook.pt")
+    message = str(error.value)
+    assert "has no 'quantize.embedding.weight' (the codebook)" in message
+    assert "no 'encoder.conv_in.weight'" not in message  # it has that one

@@ -9,6 +9,7 @@ from test_transformer import tiny_transformer
 
 from fvq_hf import FVQPipeline, generate
 from fvq_hf.generation import filter_logits, sampling
+from fvq_hf.generation.pipeline import DEFAULT_SAMPLING
 
 
 def naive_greedy(model, labels, num_tokens):
@@ -223,3 +224,94 @@ def test_pipeline_from_a_hub_id_through_the_online_path(hub, tmp_path):
     a = pipe([0, 4], generator=torch.Generator().manual_seed(5), output_type="latent").images
     b = loaded([0, 4], generator=torch.Generator().manual_seed(5), output_type="latent").images
     assert torch.equal(a, b)
+
+
+def test_sampling_settings_given_then_saved_then_library_defaults():
+    pipe = tiny_pipeline(sampling_defaults={"guidance_scale": 3.25, "temperature": 0.9, "top_k": 7, "top_p": 0.95})
+    assert pipe.sampling_settings() == {
+        "guidance_scale": 3.25,
+        "temperature": 0.9,
+        "top_k": 7,
+        "top_p": 0.95,
+        "guidance_interval": None,  # not saved: the library's
+    }
+    assert pipe.sampling_settings(top_k=0, guidance_interval=3) == {
+        **pipe.sampling_settings(),
+        "top_k": 0,
+        "guidance_interval": 3,
+    }
+    assert tiny_pipeline().sampling_settings() == DEFAULT_SAMPLING
+    # __call__ samples with the resolved settings: the saved ones equal the same values given
+    pipe.set_progress_bar_config(disable=True)
+    saved = pipe([1, 2], generator=torch.Generator().manual_seed(4), output_type="latent").images
+    plain = tiny_pipeline()
+    plain.set_progress_bar_config(disable=True)
+    given = plain(
+        [1, 2], generator=torch.Generator().manual_seed(4), output_type="latent", **pipe.sampling_settings()
+    ).images
+    library = plain([1, 2], generator=torch.Generator().manual_seed(4), output_type="latent").images
+    assert torch.equal(saved, given) and not torch.equal(saved, library)
+
+
+def test_sampling_settings_are_checked_in_one_place():
+    pipe = tiny_pipeline()
+    for bad, phrase in [
+        ({"temperature": 0}, "temperature"),
+        ({"top_k": -1}, "top-k"),
+        ({"top_k": 2.5}, "top-k"),
+        ({"top_p": 0}, "top-p"),
+        ({"top_p": 1.5}, "top-p"),
+        ({"guidance_scale": float("nan")}, "guidance scale"),
+        ({"guidance_interval": -2}, "guidance interval"),
+    ]:
+        with pytest.raises(ValueError, match=phrase):
+            pipe.sampling_settings(**bad)
+        with pytest.raises(ValueError, match=phrase):
+            pipe([0], **bad)
+        with pytest.raises(ValueError, match=f"{phrase}.*sampling default"):
+            tiny_pipeline(sampling_defaults=bad)
+
+
+def test_from_pretrained_says_what_is_wrong_with_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(tmp_path / "outputs" / "fvq-mnist-generator")
+    with pytest.raises(FileNotFoundError, match="no pipeline folder at './no/such/folder': it does not exist"):
+        FVQPipeline.from_pretrained("./no/such/folder")  # not "Repo id must be in the form …"
+    with pytest.raises(FileNotFoundError, match="Did you mean 'outputs/fvq-mnist-generator'"):
+        FVQPipeline.from_pretrained("outputs/fvq-mnist-generatr")  # a typo, not "set HF_HUB_OFFLINE=0"
+    pipe.vqvae.save_pretrained(tmp_path / "tokenizer")
+    with pytest.raises(ValueError, match="is a tokenizer \\(FVQModel\\).*FVQModel.from_pretrained"):
+        FVQPipeline.from_pretrained(tmp_path / "tokenizer")
+    pipe.transformer.save_pretrained(tmp_path / "transformer")
+    with pytest.raises(ValueError, match="is a transformer alone.*FVQTransformer.from_pretrained"):
+        FVQPipeline.from_pretrained(tmp_path / "transformer")
+    loaded = FVQPipeline.from_pretrained("outputs/fvq-mnist-generator")  # a relative folder still loads
+    assert loaded.config.id2label == pipe.config.id2label
+
+
+def test_the_demo_records_usage_codes_slots_and_tokens_per_code():
+    """generation_demo.py's record of a token set: codes used, live bridge slots (a slot is every p²-th code of
+    each tile: 32 × 32 codes in 4 × 4 tiles, slot of code i = (row % 4) · 4 + column % 4), tokens per code."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "training" / "generation_demo.py"
+    spec = importlib.util.spec_from_file_location("generation_demo", script)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    config = small_model().fold().config  # 1,024 codes laid out by a p = 4 bridge
+    codes = torch.arange(1024).view(32, 32)
+    slot_0 = codes[0::4, 0::4].reshape(-1)  # 64 codes, all of slot 0
+    record = demo.code_usage(torch.cat([slot_0, slot_0]).view(2, 8, 8), config)
+    assert record == {
+        "usage": 64 / 1024,
+        "used_codes": 64,
+        "codebook_size": 1024,
+        "tokens": 128,
+        "tokens_per_code": 0.125,
+        "live_slots": 1,
+        "slots": 16,
+    }
+    assert demo.code_usage(codes.view(1, 32, 32), config)["live_slots"] == 16

@@ -463,3 +463,36 @@ def test_push_space_stages_the_app_with_the_package_beside_it(tmp_path):
     code = "import fvq_hf.space, fvq_hf.hub.model_card as m, sys; print(fvq_hf.space.__file__); m.render_model_card"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(tmp_path / "fvq_hf" / "space" / "__init__.py")
+
+
+def test_the_generate_tab_starts_from_the_pipelines_own_sampling_settings(tmp_path):
+    """A pipeline saved with its recipe opens in the Space at that recipe, as pipe(...) samples it; the sliders
+    follow when another generator is picked."""
+    from fvq_hf.space import build_demo
+
+    models = make_space_models(tmp_path / "models")
+    recipe = {"guidance_scale": 3.25, "temperature": 0.9, "top_k": 7, "top_p": 0.95}
+    tiny_pipeline(sampling_defaults=recipe).save_pretrained(tmp_path / "models" / "generator")
+    config = write_config(tmp_path, models, missing=False)
+    config.write_text(config.read_text() + f"  - name: plain generator\n    path: {tmp_path / 'plain'}\n")
+    tiny_pipeline().save_pretrained(tmp_path / "plain")
+    demo = build_demo(config, device="cpu", examples=[])
+    sliders = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    shown = {name: sliders[f"gen-{name.replace('_scale', '').replace('_', '-')}"].value for name in recipe}
+    assert shown == recipe
+
+    changed = next(f for f in demo.fns.values() if f.api_name == "generator_classes").fn("plain generator")
+    values = [update.value for update in changed[1:]]
+    plain = tiny_pipeline().sampling_settings()
+    assert values == [plain[k] for k in ("guidance_scale", "temperature", "top_k", "top_p")]
+
+
+def test_the_page_names_a_tokenizer_and_never_its_machine_folder(tmp_path, monkeypatch):
+    from fvq_hf.space.ui import tokenizer_info
+
+    models = make_space_models(tmp_path / "models")
+    registry = ModelRegistry(load_space_config(write_config(tmp_path, models), environ={}), device="cpu")
+    info = tokenizer_info(registry, "tiny tokenizer")
+    assert info.startswith("**tiny tokenizer** (`tokenizer`)") and str(tmp_path) not in info  # outside the cwd
+    monkeypatch.chdir(tmp_path)  # run from a folder that holds the models: shown relative to it
+    assert registry.spec("tokenizers", "tiny tokenizer").shown_source == os.path.join("models", "tokenizer")

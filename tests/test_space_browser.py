@@ -38,7 +38,7 @@ from test_space import (
 
 from fvq_hf import FVQModel, FVQPipeline
 from fvq_hf.data import center_crop_resize, pil_to_tensor, tensor_to_pil
-from fvq_hf.space.generation import label_choices, resolve_label
+from fvq_hf.space.generation import MAX_IMAGES, enlarge_for_display, label_choices, resolve_label
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("gradio")
@@ -101,6 +101,7 @@ def space(request, tmp_path_factory):
     if request.param == "test-models":
         models = make_space_models(tmp / "models")
         config, tokenizer_dir, generator_dir = write_config(tmp, models), models["tokenizer"], models["generator"]
+        model_names = ("tiny tokenizer", "tiny generator")  # write_config's names
         label, artifacts = "three", Path(os.environ.get("FVQ_SPACE_ARTIFACTS", SPACE / "screenshots" / "test-models"))
         latency_path = artifacts / "latency.json"
     else:
@@ -111,6 +112,7 @@ def space(request, tmp_path_factory):
                 "training/configs/demo-cpu.yaml and python training/generation_demo.py make them"
             )
         tokenizer_dir, generator_dir, label = tokenizer.path, generator.path, None  # class 7's name, below
+        model_names = (tokenizer.name, generator.name)  # as the config names them, never a machine folder
         artifacts, latency_path = SPACE / "screenshots", SPACE / "latency.json"
     demo, url = start_server(config, device="cpu", max_file_size=MAX_FILE_SIZE)
     pipe = FVQPipeline.from_pretrained(generator_dir)
@@ -130,7 +132,7 @@ def space(request, tmp_path_factory):
     yield state
     demo.close()
     if state.latency:
-        write_latency(latency_path, state, tokenizer_dir, generator_dir)
+        write_latency(latency_path, state, *model_names)
 
 
 @pytest.fixture(scope="module")
@@ -151,13 +153,13 @@ def page(space):
         context.close()
 
 
-def write_latency(path: Path, space, tokenizer_dir, generator_dir) -> None:
+def write_latency(path: Path, space, tokenizer_name: str, generator_name: str) -> None:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     record = {
         "what": "seconds from the click to the result shown in the page (Chromium, the app on 127.0.0.1, CPU)",
         "models": space.kind,
-        "tokenizer": str(tokenizer_dir),
-        "generator": str(generator_dir),
+        "tokenizer": tokenizer_name,
+        "generator": generator_name,
         **space.latency,
         "machine": {
             "cpus": os.cpu_count(),
@@ -318,7 +320,7 @@ def test_generate_with_a_seed_is_the_pipelines_output(space, page):
     assert page.locator("#gen-status").inner_text().startswith("Done: 1 image(s)")
     class_id = resolve_label(space.pipe, space.label)
     expected = space.pipe([class_id], guidance_scale=guidance, generator=torch.Generator().manual_seed(5)).images
-    assert np.array_equal(pixels(page, "#gen-gallery img"), np.asarray(expected[0]))
+    assert np.array_equal(pixels(page, "#gen-gallery img"), np.asarray(enlarge_for_display(expected[0])))
     statuses = page.evaluate("window.__statuses")
     space.latency["generate_1_image_seconds"] = {
         "first_click": round(times[0], 3),
@@ -339,5 +341,48 @@ def test_generate_with_a_seed_is_the_pipelines_output(space, page):
     for img, want in zip(shown, expected):
         width, height, data = img.evaluate(PIXELS)
         got = np.frombuffer(base64.b64decode(data), dtype=np.uint8).reshape(height, width, 4)[..., :3]
-        assert np.array_equal(got, np.asarray(want))
+        assert np.array_equal(got, np.asarray(enlarge_for_display(want)))
     page.screenshot(path=str(space.artifacts / "generate.png"), full_page=True)
+
+
+SHOWN = """(img) => {
+    const box = img.getBoundingClientRect(), view = img.closest('.grid-wrap').getBoundingClientRect();
+    // object-fit: scale-down draws the image at its own size when it fits its box, else contained in it
+    const scale = Math.min(1, box.width / img.naturalWidth, box.height / img.naturalHeight);
+    const w = img.naturalWidth * scale, h = img.naturalHeight * scale;
+    const left = box.left + (box.width - w) / 2, top = box.top + (box.height - h) / 2;
+    return {fit: getComputedStyle(img).objectFit, natural: [img.naturalWidth, img.naturalHeight], drawn: [w, h],
+            inside: left >= view.left - 0.5 && top >= view.top - 0.5 && left + w <= view.right + 0.5
+                    && top + h <= view.bottom + 0.5};
+}"""
+
+
+def test_samples_are_shown_whole_and_enlarged_by_a_whole_factor_for_every_count(space, page):
+    """Images = 1 once filled the gallery's width and lost the bottom of the digit; every count from 1 to 8 now
+    shows each sample whole (drawn inside the gallery's visible area), enlarged by a whole factor, its pixels the
+    pipeline's."""
+    close_toasts(page)
+    page.get_by_role("tab", name="Generate").click()
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    choose_class(page, space.label)
+    set_number(page, "#gen-seed", 3)
+    guidance = float(page.locator("#gen-guidance input[type=number]").input_value())
+    class_id = resolve_label(space.pipe, space.label)
+    side = space.pipe.transformer.grid_size * space.pipe.vqvae.downsample_factor
+    for count in range(1, MAX_IMAGES + 1):
+        set_number(page, "#gen-num", count)
+        click_and_wait(page, "#gen-button", "#gen-status")
+        page.wait_for_function(f"document.querySelectorAll('#gen-gallery img').length === {count}")
+        expected = space.pipe(
+            [class_id], guidance_scale=guidance, num_images_per_label=count, generator=torch.Generator().manual_seed(3)
+        ).images
+        for img, want in zip(page.locator("#gen-gallery img").all(), expected):
+            img.evaluate("(img) => img.decode()")
+            shown = img.evaluate(SHOWN)
+            factor = shown["natural"][0] // side
+            assert shown["natural"] == [side * factor, side * factor] and factor >= 1, shown
+            assert shown["drawn"] == shown["natural"] and shown["inside"], (count, shown)
+            width, height, data = img.evaluate(PIXELS)
+            got = np.frombuffer(base64.b64decode(data), dtype=np.uint8).reshape(height, width, 4)[..., :3]
+            assert np.array_equal(got[::factor, ::factor], np.asarray(want))  # each pixel a factor × factor block
+            assert np.array_equal(got, np.asarray(enlarge_for_display(want)))

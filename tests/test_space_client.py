@@ -17,6 +17,7 @@ from test_space import CARD_USAGE, coffee, make_bad_files, make_space_models, st
 
 from fvq_hf import FVQModel, FVQPipeline
 from fvq_hf.data import center_crop_resize, pil_to_tensor, tensor_to_pil
+from fvq_hf.space.generation import enlarge_for_display
 
 gradio_client = pytest.importorskip("gradio_client")
 pytest.importorskip("gradio")
@@ -93,16 +94,18 @@ def test_every_api_endpoint(served):
     assert "Make it with" in c.predict("not trained yet", api_name="/tokenizer_info")
 
     # /generator_classes: the class list of a generator
-    classes, guidance = c.predict("tiny generator", api_name="/generator_classes")
+    classes, *sliders = c.predict("tiny generator", api_name="/generator_classes")
     assert [choice[0] for choice in classes["choices"]] == ["zero", "one, uno", "two", "three", "four"]
-    assert classes["value"] == "zero" and guidance["value"] == 2.0
+    settings = served.pipe.sampling_settings()  # the sliders follow the pipeline's own defaults
+    assert classes["value"] == "zero"
+    assert [s["value"] for s in sliders] == [settings[k] for k in ("guidance_scale", "temperature", "top_k", "top_p")]
 
     # /generate: streams a preview per row, ends with the pipeline's images under the seed
     job = c.submit("tiny generator", "three", 2.0, 1.0, 0, 1.0, 5, 2, api_name="/generate")
     gallery, status = job.result(timeout=120)
     assert status.startswith("Done: 2 image(s)")
     for got, want in zip(gallery_images(gallery), expected_samples(served.pipe, 3, 5, n=2), strict=True):
-        assert np.array_equal(got, np.asarray(want))
+        assert np.array_equal(got, np.asarray(enlarge_for_display(want)))  # shown enlarged by a whole factor
     previews = [out for out in job.outputs() if out[1].startswith("Sampling: row")]
     assert [p[1].split(" (")[0] for p in previews] == ["Sampling: row 1 of 4", "Sampling: row 2 of 4",
                                                         "Sampling: row 3 of 4"]  # fmt: skip
@@ -154,6 +157,7 @@ def test_several_clients_at_once_are_all_served_within_the_concurrency_limit(ser
     for i, done in enumerate(results):
         assert_reconstruction(done["recon"], expected)
         assert np.array_equal(
-            gallery_images(done["gallery"])[0], np.asarray(expected_samples(served.pipe, 2, 100 + i)[0])
+            gallery_images(done["gallery"])[0],
+            np.asarray(enlarge_for_display(expected_samples(served.pipe, 2, 100 + i)[0])),
         )
         assert done.get("refused", False) == (i % 3 == 0)

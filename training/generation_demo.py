@@ -33,8 +33,9 @@ import train_tokenizer
 
 from fvq_hf import FVQPipeline
 from fvq_hf.data import make_grid, tensor_to_pil
-from fvq_hf.data.codes import read_meta
+from fvq_hf.data.codes import CodesDataset, read_meta
 from fvq_hf.data.labelled import export_image_folder, load_image_folder_with_classes, load_mnist_digits
+from fvq_hf.evaluation.evaluator import live_slots
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 HELD_OUT_PER_CLASS = 50
@@ -45,7 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default="outputs", help="where every step writes its folder")
     parser.add_argument("--samples_per_class", type=int, default=100, help="generated digits scored per class")
     parser.add_argument("--guidance_scale", type=float, default=None, help="default: the generator config's")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the scored samples")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every step: both trainings, the classifier, the scored samples"
+    )
     parser.add_argument("--skip_tokenizer", action="store_true", help="reuse a trained tokenizer")
     parser.add_argument("--skip_generator", action="store_true", help="reuse a trained generator")
     parser.add_argument("--tokenizer_steps", type=int, default=None, help="override the tokenizer config's steps")
@@ -55,6 +58,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def steps(count: int | None) -> list[str]:
     return [] if count is None else ["--max_train_steps", str(count)]
+
+
+def code_usage(indices: torch.Tensor, config) -> dict:
+    """What a set of token indices uses of the tokenizer's codebook: codes, live bridge slots, tokens per code."""
+    counts = torch.bincount(indices.reshape(-1).long(), minlength=config.codebook_size)
+    slots = live_slots(counts, config)
+    return {
+        "usage": float((counts > 0).float().mean()),
+        "used_codes": int((counts > 0).sum()),
+        "codebook_size": config.codebook_size,
+        "tokens": int(indices.numel()),
+        "tokens_per_code": indices.numel() / config.codebook_size,
+        **({"live_slots": slots[0], "slots": slots[1]} if slots else {}),
+    }
 
 
 def write_digits(root: str) -> tuple[str, str]:
@@ -114,6 +131,8 @@ def main(argv=None) -> dict:
                 val_dir,
                 "--output_dir",
                 tokenizer_dir,
+                "--seed",
+                str(args.seed),
                 *steps(args.tokenizer_steps),
             ]
         )
@@ -145,6 +164,8 @@ def main(argv=None) -> dict:
                 codes_dir,
                 "--output_dir",
                 generator_dir,
+                "--seed",
+                str(args.seed),
                 *steps(args.generator_steps),
             ]
         )
@@ -160,7 +181,11 @@ def main(argv=None) -> dict:
     classifier = train_classifier(train_images, train_labels, args.seed)
     with torch.no_grad():  # the pipeline's vqvae is the trained tokenizer, folded
         reconstructed = pipe.vqvae(val_images).sample
-    scale = args.guidance_scale if args.guidance_scale is not None else pipe.config.sampling_defaults["guidance_scale"]
+        held_out_indices = pipe.vqvae.encode_indices(val_images)
+    # The training digits' codes are the generator's vocabulary: a code none of them uses is a token it never sees.
+    training_usage = code_usage(CodesDataset(codes_dir).codes, pipe.vqvae.config)
+    held_out_usage = code_usage(held_out_indices, pipe.vqvae.config)
+    scale = pipe.sampling_settings(guidance_scale=args.guidance_scale)["guidance_scale"]
     wanted = np.repeat(np.arange(10), args.samples_per_class)
     samples = (
         pipe(
@@ -178,13 +203,17 @@ def main(argv=None) -> dict:
         "samples_per_class": args.samples_per_class,
         "classifier_accuracy_on_held_out_real_digits": float(classifier.score(grey(val_images), val_labels)),
         "classifier_accuracy_on_held_out_reconstructions": float(classifier.score(grey(reconstructed), val_labels)),
+        "tokenizer_usage_training_codes": training_usage,
+        "tokenizer_usage_held_out": held_out_usage,
         "tokenizer_psnr_held_out_db": float(
             (10 * torch.log10(4 / ((reconstructed.clamp(-1, 1) - val_images) ** 2).mean((1, 2, 3)))).mean()
         ),
         **timings,
         "score_minutes": (time.time() - t) / 60,
         "total_minutes": (time.time() - started) / 60,
+        "seed": args.seed,
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
     }
     rows = [tensor_to_pil(samples[wanted == c][:10]) for c in range(10)]
     grid = make_grid(rows)
@@ -197,6 +226,9 @@ def main(argv=None) -> dict:
         f"class accuracy {results['class_accuracy']:.1%} over {len(wanted)} samples at guidance {scale} "
         f"(the classifier reads {results['classifier_accuracy_on_held_out_real_digits']:.1%} of held-out real digits, "
         f"{results['classifier_accuracy_on_held_out_reconstructions']:.1%} of their reconstructions); "
+        f"tokenizer usage {training_usage['usage']:.1%} over the training codes "
+        f"({training_usage.get('live_slots', '?')}/{training_usage.get('slots', '?')} slots alive), "
+        f"{held_out_usage['usage']:.1%} held out ({held_out_usage['tokens_per_code']:.1f} tokens per code); "
         f"grid in {grid_path}; {results['total_minutes']:.1f} min in all"
     )
     return results

@@ -2,6 +2,7 @@
 their ``model-index`` metrics (one table, :data:`PUBLISHED_METRICS`), an evaluation written into an existing card,
 and uploading a written folder in one commit."""
 
+from .converted_cards import converted_tokenizer_card, converted_transformer_card
 from .evaluation_card import metric_rows, update_model_card
 from .model_card import (
     PUBLISHED_METRICS,
@@ -25,6 +26,8 @@ __all__ = [
     "TAGS",
     "TRAINING_STATE_PATTERNS",
     "HubTarget",
+    "converted_tokenizer_card",
+    "converted_transformer_card",
     "default_repo_id",
     "eval_results",
     "evaluation_metrics",

@@ -16,6 +16,8 @@ import re
 import torch
 from torch import nn
 
+from .weights import PerceptualWeightsUnavailable, read_weights
+
 # LPIPS taps relu1 … relu5: indices 1, 4, 7, 9 and 11 of torchvision's alexnet().features
 ALEXNET_TAPS = (1, 4, 7, 9, 11)
 ALEXNET_CHANNELS = (64, 192, 384, 256, 256)
@@ -76,8 +78,6 @@ def load_alexnet_weights(source: str, filename: str = ALEXNET_FILENAME) -> dict[
     Raises:
         PerceptualWeightsUnavailable: the file cannot be had (offline, unknown repository) or holds no AlexNet trunk.
     """
-    from .perceptual import PerceptualWeightsUnavailable, _read_weights
-
     if os.path.isfile(source):
         path = source
     else:
@@ -91,7 +91,7 @@ def load_alexnet_weights(source: str, filename: str = ALEXNET_FILENAME) -> dict[
                 f"torchvision's ImageNet AlexNet ({ALEXNET_FILENAME}, from download.pytorch.org/models/) or a full "
                 "LPIPS-AlexNet checkpoint: pass the local file, or a Hub repository holding it (with its filename)."
             ) from error
-    state = alexnet_features_state(_read_weights(path))
+    state = alexnet_features_state(read_weights(path))
     if not state:
         raise PerceptualWeightsUnavailable(f"{source!r} holds no AlexNet 'features.*' (or LPIPS 'net.slice*') weights")
     return state

@@ -15,14 +15,13 @@ from importlib import resources
 import torch
 from torch import nn
 
+from .alexnet import ALEXNET_CHANNELS, ALEXNET_FILENAME, AlexNetFeatures, load_alexnet_weights
+from .weights import PerceptualWeightsUnavailable, read_weights
+
 DEFAULT_VGG16_WEIGHTS = "timm/vgg16.tv_in1k"
 _VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 _TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in torchvision's vgg16.features
 _CHANNELS = (64, 128, 256, 512, 512)
-
-
-class PerceptualWeightsUnavailable(RuntimeError):
-    """The VGG16 weights LPIPS needs could not be loaded."""
 
 
 class VGG16Features(nn.Module):
@@ -49,15 +48,6 @@ class VGG16Features(nn.Module):
         return taps
 
 
-def _read_weights(path: str) -> dict[str, torch.Tensor]:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
-
-
 def load_vgg16_weights(source: str = DEFAULT_VGG16_WEIGHTS) -> dict[str, torch.Tensor]:
     """VGG16 ``features.*`` weights from a local file (.safetensors / .pth) or a Hub repository id."""
     if os.path.isfile(source):
@@ -74,7 +64,7 @@ def load_vgg16_weights(source: str = DEFAULT_VGG16_WEIGHTS) -> dict[str, torch.T
                 f"(`hf download {DEFAULT_VGG16_WEIGHTS}`) or pass a local .safetensors/.pth file; or train without "
                 "LPIPS (perceptual weight 0); random VGG weights are for tests and CPU demos only."
             ) from error
-    state = {k: v for k, v in _read_weights(path).items() if k.startswith("features.")}
+    state = {k: v for k, v in read_weights(path).items() if k.startswith("features.")}
     if not state:
         raise PerceptualWeightsUnavailable(f"{source!r} holds no VGG16 'features.*' weights")
     return state
@@ -122,16 +112,12 @@ class LPIPS(nn.Module):
         if net == "vgg":
             self.backbone, channels = VGG16Features(), _CHANNELS
         else:
-            from .alexnet import ALEXNET_CHANNELS, AlexNetFeatures
-
             self.backbone, channels = AlexNetFeatures(), ALEXNET_CHANNELS
         self.heads = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in channels)
         if not random_init:
             if net == "vgg":
                 state = load_vgg16_weights(weights or DEFAULT_VGG16_WEIGHTS)
             else:
-                from .alexnet import ALEXNET_FILENAME, load_alexnet_weights
-
                 if not weights:
                     raise PerceptualWeightsUnavailable(
                         f"LPIPS-AlexNet needs AlexNet weights: pass torchvision's {ALEXNET_FILENAME} (a local file) "

@@ -18,6 +18,17 @@ from PIL import Image
 from ..data import tensor_to_pil
 
 MAX_IMAGES = 8
+GALLERY_COLUMNS = 4
+# the size a sample is enlarged towards for the gallery, by a whole factor (a 16 px digit: 10×), so that four fit
+# side by side in the page's column and pixels stay square
+DISPLAY_SIZE = 160
+
+
+def enlarge_for_display(image: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
+    """``image`` enlarged by the largest whole factor that keeps it within ``size`` (1 for larger samples), each
+    pixel a k × k block: the whole sample, sharp, and its pixels recoverable exactly."""
+    factor = max(1, size // max(image.size))
+    return image if factor == 1 else image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
 
 @dataclass
@@ -59,17 +70,13 @@ def resolve_label(pipe, label: str | int) -> int:
     return int(ids[0])
 
 
-def check_settings(num_images: int, seed: int, temperature: float, top_k: int, top_p: float) -> None:
+def check_request(num_images: int, seed: int) -> None:
+    """What the Space adds to a pipeline call: how many images, and the seed (the sampling settings are checked
+    by the pipeline, ``FVQPipeline.sampling_settings``)."""
     if int(num_images) != num_images or not 1 <= num_images <= MAX_IMAGES:
         raise ValueError(f"the number of images must be a whole number from 1 to {MAX_IMAGES}, got {num_images}")
     if int(seed) != seed or not 0 <= seed < 2**63:
         raise ValueError(f"the seed must be a whole number ≥ 0, got {seed}")
-    if not temperature > 0:
-        raise ValueError(f"the temperature must be > 0, got {temperature}")
-    if int(top_k) != top_k or top_k < 0:
-        raise ValueError(f"top-k must be a whole number ≥ 0 (0 = off), got {top_k}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top-p must be in (0, 1] (1 = off), got {top_p}")
 
 
 def stream_generation(
@@ -78,17 +85,19 @@ def stream_generation(
     num_images: int = 1,
     seed: int = 0,
     guidance_scale: float | None = None,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
     previews: bool = True,
 ) -> Iterator[GenerationUpdate]:
-    """Sample ``num_images`` images of ``label`` with ``torch.Generator(pipe.device).manual_seed(seed)``.
+    """Sample ``num_images`` images of ``label`` with ``torch.Generator(pipe.device).manual_seed(seed)``; a sampling
+    setting left at None is the pipeline's own (``pipe.sampling_settings``).
 
     Yields a :class:`GenerationUpdate` per token (``images`` set at each completed row of the token grid when
     ``previews``), then a final one whose images are ``pipe(..., output_type="pil").images``.
     """
-    check_settings(num_images, seed, temperature, top_k, top_p)
+    check_request(num_images, seed)
+    settings = pipe.sampling_settings(guidance_scale, temperature, top_k, top_p)  # checked before the thread starts
     class_id = resolve_label(pipe, label)
     grid = pipe.transformer.grid_size
     total = grid * grid
@@ -108,10 +117,7 @@ def stream_generation(
             generator = torch.Generator(device=pipe.device).manual_seed(int(seed))
             result["images"] = pipe(
                 class_labels=[class_id],
-                guidance_scale=guidance_scale,
-                temperature=float(temperature),
-                top_k=int(top_k),
-                top_p=float(top_p),
+                **settings,
                 num_images_per_label=int(num_images),
                 generator=generator,
                 output_type="pil",

@@ -77,6 +77,17 @@ class ModelSpec:
     def available(self) -> bool:
         return self.source is not None
 
+    @property
+    def shown_source(self) -> str | None:
+        """Where the model comes from, as the page shows it: the Hub id, or the folder relative to the working
+        directory (``outputs/fvq-demo`` when the app runs from the repository), or else the folder's own name; never
+        a machine folder such as ``/tmp/…``."""
+        source = self.source
+        if source is None or source != self.path:
+            return source
+        relative = os.path.relpath(source)
+        return os.path.basename(source) if relative.startswith("..") else relative
+
     def missing_message(self) -> str:
         if self.path and os.path.isdir(self.path):
             where = f"`{self.path}` holds no finished model yet (no {self.marker}; is it still training?)"

@@ -14,7 +14,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from .generation import MAX_IMAGES, label_choices, stream_generation
+from ..generation.pipeline import DEFAULT_SAMPLING
+from .generation import GALLERY_COLUMNS, MAX_IMAGES, enlarge_for_display, label_choices, stream_generation
 from .images import MAX_FILE_SIZE, MAX_PIXELS, ImageInputError, load_image, reconstruct
 from .models import ModelRegistry, ModelUnavailable, SpaceConfig, load_space_config
 from .result_files import ResultFiles
@@ -24,10 +25,13 @@ logger = logging.getLogger(__name__)
 MIN_WORKING_SIZE, MAX_WORKING_SIZE, DEFAULT_WORKING_SIZE = 32, 512, 256
 CONCURRENCY_LIMIT = 2  # a free CPU Space has 2 vCPUs
 MAX_QUEUE = 32
-CSS = """
-#recon-input img, #recon-output img, #recon-difference img, #recon-tokens img, #gen-gallery img {
+CSS = f"""
+#recon-input img, #recon-output img, #recon-difference img, #recon-tokens img, #gen-gallery img {{
     image-rendering: pixelated;
-}
+}}
+/* the gallery keeps its columns whatever the count: Gradio gives a lone sample the whole width, taller than the
+   gallery, which then crops it; with scale-down a sample (enlarged by a whole factor) shows at its own size */
+#gen-gallery .grid-container {{ grid-template-columns: repeat({GALLERY_COLUMNS}, minmax(0, 1fr)) !important; }}
 """
 
 
@@ -90,7 +94,10 @@ def tokenizer_info(registry: ModelRegistry, name: str | None) -> str:
     spec = registry.spec("tokenizers", name)
     if not spec.available:
         return spec.missing_message()
-    return f"`{spec.source}` · codebook usage on its evaluation set: {_format_usage(registry, name)}"
+    return (
+        f"**{spec.name}** (`{spec.shown_source}`) · codebook usage on its evaluation set: "
+        f"{_format_usage(registry, name)}"
+    )
 
 
 def reconstruction_summary(result, usage: str, notes: list[str]) -> str:
@@ -196,24 +203,24 @@ def build_demo(
                 label,
                 num_images=int(num_images),
                 seed=seed,
-                guidance_scale=float(guidance_scale),
-                temperature=float(temperature),
-                top_k=int(top_k),
-                top_p=float(top_p),
+                guidance_scale=guidance_scale,
+                temperature=temperature,
+                top_k=int(top_k) if isinstance(top_k, float) and top_k.is_integer() else top_k,  # sliders send floats
+                top_p=top_p,
             ):
                 progress((update.step, update.total), desc="sampling tokens", unit="tokens")
                 if update.final:
                     seconds = time.perf_counter() - started
-                    captions = [f"{label} · seed {seed} · {i + 1}" for i in range(len(update.images))]
+                    # no captions: Gradio draws them over the image's corner; the status line says what they are
                     yield (
-                        list(zip([result_files.save(image, "sample") for image in update.images], captions)),
+                        [result_files.save(enlarge_for_display(image), "sample") for image in update.images],
                         (
                             f"Done: {len(update.images)} image(s) of **{label}**, seed {seed}, "
                             f"{update.total} tokens each, in {seconds:.2f} s."
                         ),
                     )
                 elif update.images is not None:
-                    previews = [result_files.save(image, "preview") for image in update.images]
+                    previews = [result_files.save(enlarge_for_display(image), "preview") for image in update.images]
                     yield previews, f"Sampling: row {update.step // grid} of {grid} ({update.step} tokens)…"
         except Exception as error:  # noqa: BLE001 - every failure becomes a message in the page
             raise _user_error(error) from None
@@ -227,20 +234,27 @@ def build_demo(
         except Exception as error:  # noqa: BLE001 - every failure becomes a message in the page
             raise _user_error(error) from None
         choices = label_choices(pipe)
-        scale = pipe.config.sampling_defaults.get("guidance_scale", 2.0)
-        return gr.Dropdown(choices=choices, value=choices[0]), gr.Slider(value=scale)
+        settings = pipe.sampling_settings()  # the sliders start where pipe(...) samples by default
+        return (
+            gr.Dropdown(choices=choices, value=choices[0]),
+            gr.Slider(value=settings["guidance_scale"]),
+            gr.Slider(value=settings["temperature"]),
+            gr.Slider(value=settings["top_k"], maximum=pipe.transformer.config.vocab_size),
+            gr.Slider(value=settings["top_p"]),
+        )
 
     # ------------------------------------------------------------------ layout
     tokenizer_names = registry.names("tokenizers")
     tokenizer_default = (registry.available_names("tokenizers") or tokenizer_names or [None])[0]
     generator_names = registry.names("generators")
     generator_default = (registry.available_names("generators") or generator_names or [None])[0]
-    classes, guidance_default, generator_error, top_k_max = [], 2.0, None, 1024
+    classes, generator_error, top_k_max = [], None, 1024
+    sampling = dict(DEFAULT_SAMPLING)  # no generator loaded: the library's defaults
     if generator_default and registry.spec("generators", generator_default).available:
         try:
             pipe = registry.pipeline(generator_default)
             classes = label_choices(pipe)
-            guidance_default = pipe.config.sampling_defaults.get("guidance_scale", 2.0)
+            sampling = pipe.sampling_settings()  # the sliders start where pipe(...) samples by default
             top_k_max = pipe.transformer.config.vocab_size
         except ModelUnavailable as error:
             generator_error = str(error)
@@ -325,17 +339,19 @@ def build_demo(
                         allow_custom_value=True,
                         elem_id="gen-class",
                     )
-                    guidance_in = gr.Slider(1.0, 10.0, value=guidance_default, step=0.25, label="Guidance scale",
-                                            elem_id="gen-guidance")  # fmt: skip
-                    temperature_in = gr.Slider(0.05, 2.0, value=1.0, step=0.05, label="Temperature",
-                                               elem_id="gen-temperature")  # fmt: skip
-                    top_k_in = gr.Slider(0, top_k_max, value=0, step=1, label="Top-k (0 = off)", elem_id="gen-top-k")
-                    top_p_in = gr.Slider(0.05, 1.0, value=1.0, step=0.01, label="Top-p (1 = off)", elem_id="gen-top-p")
+                    guidance_in = gr.Slider(1.0, 10.0, value=sampling["guidance_scale"], step=0.25,
+                                            label="Guidance scale", elem_id="gen-guidance")  # fmt: skip
+                    temperature_in = gr.Slider(0.05, 2.0, value=sampling["temperature"], step=0.05,
+                                               label="Temperature", elem_id="gen-temperature")  # fmt: skip
+                    top_k_in = gr.Slider(0, top_k_max, value=sampling["top_k"], step=1, label="Top-k (0 = off)",
+                                         elem_id="gen-top-k")  # fmt: skip
+                    top_p_in = gr.Slider(0.05, 1.0, value=sampling["top_p"], step=0.01, label="Top-p (1 = off)",
+                                         elem_id="gen-top-p")  # fmt: skip
                     seed_in = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="gen-seed")
                     num_in = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images", elem_id="gen-num")
                     gen_button = gr.Button("Generate", variant="primary", elem_id="gen-button")
                 with gr.Column(scale=2):
-                    gallery = gr.Gallery(label="Samples", format="png", columns=4, object_fit="contain",
+                    gallery = gr.Gallery(label="Samples", format="png", columns=GALLERY_COLUMNS, object_fit="scale-down",
                                          height="auto", elem_id="gen-gallery")  # fmt: skip
                     gen_status = gr.Markdown(elem_id="gen-status")
             gen_button.click(
@@ -346,7 +362,10 @@ def build_demo(
                 show_progress_on=[gen_status],
             )
             generator_dd.change(
-                on_generator_change, generator_dd, [class_dd, guidance_in], api_name="generator_classes"
+                on_generator_change,
+                generator_dd,
+                [class_dd, guidance_in, temperature_in, top_k_in, top_p_in],
+                api_name="generator_classes",
             )
     demo.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue)
     demo.fvq_registry = registry

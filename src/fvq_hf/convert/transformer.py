@@ -7,8 +7,10 @@ Reads ``{"model" | "module" | "state_dict" [, "ema"], "args", "steps"}`` (EMA we
 dict, with the same safe loading as the tokenizer converter. LlamaGen's key names are the FVQTransformer's, so
 the weights load with ``strict=True``; the rotary table (``freqs_cis``) and KV-cache buffers some files carry are
 read, reported and dropped. The config comes from the tensors (width, layers, vocabulary, classes, SwiGLU width,
-key/value heads); the heads from ``args.gpt_model`` (LlamaGen's presets; head dim 64 otherwise); the token grid
-(16 × 16 at 256 px, 24 × 24 at 384 px) from ``freqs_cis`` when present, else from ``args.image_size /
+key/value heads); the attention heads, which the tensors do not show, from ``--num-heads``, else from the model
+named in ``args.gpt_model``, else from width and depth, which tell every model of LlamaGen's ``GPT_models`` apart
+(the released ``c2i_XXL_384.pt`` and ``c2i_3B_384.pt`` are bare state dicts that name no model); any other model
+needs ``--num-heads``. The token grid (16 × 16 at 256 px, 24 × 24 at 384 px) from ``freqs_cis`` when present, else from ``args.image_size /
 args.downsample_size``, else from ``--image-size``.
 """
 
@@ -21,8 +23,10 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 
-from .convert import ConversionError, read_checkpoint_file, require_tensors, split_container, strip_wrapper_prefix
-from .models.fvq_transformer import TRANSFORMER_PRESETS, FVQTransformer, swiglu_hidden_size
+from ..generation import FVQPipeline
+from ..hub.converted_cards import converted_transformer_card
+from ..models.fvq_transformer import TRANSFORMER_PRESETS, FVQTransformer, swiglu_hidden_size
+from .checkpoint import ConversionError, match_keys, pick_weights, read_checkpoint_file, strip_wrapper_prefix
 
 # buffers a LlamaGen file may hold that are state of a sampling run, not weights
 _DROPPED = re.compile(r"(^|\.)freqs_cis$|\.kv_cache\.(k|v)_cache$|(^|\.)causal_mask$")
@@ -32,6 +36,19 @@ _ARG_FIELDS = {
     "dropout_p": "resid_dropout_p",
     "drop_path_rate": "drop_path_rate",
     "class_dropout_prob": "class_dropout_prob",
+}
+# every model of LlamaGen's GPT_models (autoregressive/models/gpt.py): the presets fvq_hf has, and the three
+# larger ones it does not; GPT-3B's 32 heads of 100 dims are the reason heads are never guessed from the width
+LLAMAGEN_GPT_MODELS: dict[str, dict] = {
+    **{name: preset for name, preset in TRANSFORMER_PRESETS.items() if name.startswith("GPT-")},
+    "GPT-1B": {"n_layer": 22, "n_head": 32, "dim": 2048},
+    "GPT-3B": {"n_layer": 24, "n_head": 32, "dim": 3200},
+    "GPT-7B": {"n_layer": 32, "n_head": 32, "dim": 4096},
+}
+# what makes a state dict a class-conditional GPT's
+GPT_KEYS = {
+    "tok_embeddings.weight": "the token embedding",
+    "cls_embedding.embedding_table.weight": "the class embedding",
 }
 # LlamaGen's sample_c2i.py defaults (the FVQ paper samples its GPT-L with guidance 1.75 instead)
 LLAMAGEN_SAMPLING = {"guidance_scale": 4.0, "top_k": 2000, "top_p": 1.0, "temperature": 1.0}
@@ -48,6 +65,7 @@ class TransformerConversion:
     steps: int | None
     dropped_keys: list[str] = field(default_factory=list)
     grid_from: str = ""
+    heads_from: str = ""
 
 
 def imagenet_id2label() -> dict[int, str]:
@@ -60,35 +78,51 @@ def is_gpt_state(state: dict) -> bool:
     return any(strip_wrapper_prefix(k) == "tok_embeddings.weight" for k in state)
 
 
-def _pick_gpt_weights(path: str, raw) -> tuple[dict, str, dict, int | None]:
-    state, weights_key, args, steps = split_container(path, raw)
-    if "tok_embeddings.weight" not in state or "cls_embedding.embedding_table.weight" not in state:
-        raise ConversionError(
-            f"{path!r} is not a LlamaGen class-conditional GPT checkpoint: it has no 'tok_embeddings.weight' or "
-            "'cls_embedding.embedding_table.weight' (a text-conditional t2i model has a caption embedder instead)"
-        )
-    require_tensors(path, state, weights_key)
-    return state, weights_key, args, steps
+def attention_heads(dim: int, n_layer: int, args: dict, num_heads: int | None = None) -> tuple[int, str]:
+    """A LlamaGen GPT's attention heads, and where they came from: ``num_heads`` (``--num-heads``), else the model
+    ``args.gpt_model`` names, else the one model of ``LLAMAGEN_GPT_MODELS`` with this width and depth."""
+    if num_heads is not None:
+        if num_heads < 1 or dim % num_heads:
+            raise ConversionError(f"--num-heads {num_heads} does not divide the width {dim} into whole heads")
+        return num_heads, "--num-heads"
+    table = ", ".join(f"{n} {p['n_layer']} × {p['dim']}" for n, p in LLAMAGEN_GPT_MODELS.items())
+    named = args.get("gpt_model")
+    if named in LLAMAGEN_GPT_MODELS:
+        preset = LLAMAGEN_GPT_MODELS[named]
+        if (preset["dim"], preset["n_layer"]) != (dim, n_layer):
+            raise ConversionError(
+                f"args.gpt_model is {named!r}, {preset['n_layer']} layers × {preset['dim']} wide, but the tensors "
+                f"hold {n_layer} × {dim}: the file is inconsistent; pass --num-heads (the model's attention heads) "
+                "if you know them"
+            )
+        return preset["n_head"], f"args.gpt_model {named}"
+    shaped = [name for name, p in LLAMAGEN_GPT_MODELS.items() if (p["dim"], p["n_layer"]) == (dim, n_layer)]
+    if shaped:
+        return LLAMAGEN_GPT_MODELS[shaped[0]]["n_head"], f"{shaped[0]}, recognised by its width and depth"
+    said = f"args.gpt_model is {named!r}, not one of them" if named else "the file names no model (args.gpt_model)"
+    raise ConversionError(
+        f"a GPT of {n_layer} layers × {dim} wide is none of LlamaGen's GPT_models ({table}) and {said}: the "
+        "attention heads cannot be read from the tensors, so pass --num-heads (the model's attention heads)"
+    )
 
 
 def infer_transformer_config(
     state: dict, args: dict, image_size: int | None = None, num_heads: int | None = None
-) -> tuple[dict, str]:
-    """The FVQTransformer config of a LlamaGen state dict, and where the token grid came from."""
+) -> tuple[dict, str, str]:
+    """The FVQTransformer config of a LlamaGen state dict, where the token grid came from and where the heads did."""
     vocab, dim = state["tok_embeddings.weight"].shape
     rows = state["cls_embedding.embedding_table.weight"].shape[0]
     layers = sorted({int(m[1]) for k in state if (m := re.match(r"layers\.(\d+)\.", k))})
     if layers != list(range(len(layers))) or not layers:
         raise ConversionError(f"the checkpoint's transformer layers are not numbered 0 … n−1: {layers[:10]}")
-    preset = TRANSFORMER_PRESETS.get(str(args.get("gpt_model", "")))
-    heads = num_heads or (preset["n_head"] if preset and preset["dim"] == dim else dim // 64)
+    heads, heads_from = attention_heads(dim, len(layers), args, num_heads)
     head_dim = dim // heads
     qkv_rows = state["layers.0.attention.wqkv.weight"].shape[0]
     kv_heads = (qkv_rows // head_dim - heads) // 2
     if kv_heads <= 0 or (heads + 2 * kv_heads) * head_dim != qkv_rows:
         raise ConversionError(
-            f"wqkv has {qkv_rows} rows, which no split into {heads} query heads of {head_dim} dims fits: "
-            "pass --num-heads (the model's attention heads)"
+            f"wqkv has {qkv_rows} rows, which no split into {heads} query heads of {head_dim} dims fits "
+            f"({heads_from}): pass --num-heads (the model's attention heads)"
         )
     hidden = state["layers.0.feed_forward.w1.weight"].shape[0]
     multiple_of = 256 if swiglu_hidden_size(dim, 256) == hidden else hidden  # rounding up to itself gives hidden
@@ -122,7 +156,7 @@ def infer_transformer_config(
             config[name] = float(args[arg])
     if "resid_dropout_p" in config:
         config["ffn_dropout_p"] = config["resid_dropout_p"]  # LlamaGen's --dropout-p sets both
-    return config, f"{grid} × {grid} from {source}"
+    return config, f"{grid} × {grid} from {source}", heads_from
 
 
 def convert_gpt_checkpoint(
@@ -133,30 +167,21 @@ def convert_gpt_checkpoint(
     path = os.fspath(path)
     if raw is None:
         raw, _ = read_checkpoint_file(path)
-    state, weights_key, args, steps = _pick_gpt_weights(path, raw)
+    state, weights_key, args, steps = pick_weights(
+        path,
+        raw,
+        GPT_KEYS,
+        "a LlamaGen class-conditional GPT",
+        " (a text-conditional t2i model has a caption embedder instead)",
+    )
     dropped = sorted(k for k in state if _DROPPED.search(k))
-    config, grid_from = infer_transformer_config(state, args, image_size, num_heads)
-    weights = {k: v for k, v in state.items() if k not in dropped}
+    config, grid_from, heads_from = infer_transformer_config(state, args, image_size, num_heads)
     model = FVQTransformer(**config)
-    expected = model.state_dict()
-    unknown = sorted(set(weights) - set(expected))
-    missing = sorted(set(expected) - set(weights))
-    misshaped = [
-        f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in weights and weights[k].shape != v.shape
-    ]
-    problems = [
-        f"{label} ({len(keys)}): {', '.join(keys)}"
-        for label, keys in (("unknown keys", unknown), ("missing keys", missing), ("mis-shaped keys", misshaped))
-        if keys
-    ]
-    if problems:
-        raise ConversionError(
-            "the GPT checkpoint does not match the model inferred from it:\n  " + "\n  ".join(problems)
-        )
+    weights = match_keys(
+        model.state_dict(), {k: (k, v) for k, v in state.items() if k not in dropped}, [], "the GPT checkpoint"
+    )
     model.load_state_dict(weights, strict=True)
-    return TransformerConversion(model.eval(), path, weights_key, args, steps, dropped, grid_from)
+    return TransformerConversion(model.eval(), path, weights_key, args, steps, dropped, grid_from, heads_from)
 
 
 def describe_conversion(result: TransformerConversion) -> str:
@@ -165,7 +190,7 @@ def describe_conversion(result: TransformerConversion) -> str:
     dropped = f"; dropped {', '.join(result.dropped_keys)}" if result.dropped_keys else ""
     return (
         f"{os.path.basename(result.source_path)} [{result.weights_key}]: {c.n_layer} layers × {c.dim} wide, "
-        f"{c.n_head} heads, {c.vocab_size} codes, {c.num_classes} classes, {grid} × {grid} tokens "
+        f"{c.n_head} heads ({result.heads_from}), {c.vocab_size} codes, {c.num_classes} classes, {grid} × {grid} tokens "
         f"({result.grid_from}){dropped}"
     )
 
@@ -180,11 +205,6 @@ def save_converted_gpt(
 ) -> str:
     """Write the transformer folder, or with ``tokenizer`` (an ``FVQModel``) a whole ``FVQPipeline`` folder, with a
     model card naming the source. ImageNet class names are used for a 1,000-class model unless ``id2label``."""
-    from huggingface_hub import ModelCardData
-
-    from .generation import FVQPipeline
-    from .hub import default_repo_id, render_model_card
-
     output_dir = os.fspath(output_dir)
     model = result.model
     imagenet = id2label is None and model.config.num_classes == 1000
@@ -197,36 +217,15 @@ def save_converted_gpt(
     else:
         target = model
     target.save_pretrained(output_dir)
-    repo_id = default_repo_id(output_dir, repo_id)
-    c = model.config
-    grid = math.isqrt(c.block_size)
-    card = render_model_card(
-        "converted_transformer.md",
-        ModelCardData(
-            library_name="fvq_hf",
-            tags=["fvq", "llamagen", "autoregressive", "image-generation"],
-            pipeline_tag="unconditional-image-generation" if tokenizer is not None else None,
-        ),
-        title=os.path.basename(os.path.abspath(output_dir)),
-        pipeline=tokenizer is not None,
-        tokenizer=tokenizer_name or "?",
-        source_name=os.path.basename(result.source_path),
-        weights_key=result.weights_key,
-        steps=result.steps if result.steps is not None else "unknown",
-        dropped=", ".join(f"`{k}`" for k in result.dropped_keys) or "none",
-        source_args={k: v for k, v in sorted(result.args.items()) if isinstance(v, (int, float, str, bool))},
-        n_layer=c.n_layer,
-        dim=c.dim,
-        n_head=c.n_head,
-        parameters=f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M",
-        vocab_size=c.vocab_size,
-        num_classes=c.num_classes,
-        imagenet=imagenet,
-        grid=f"{grid} × {grid}",
-        grid_from=result.grid_from,
+    card = converted_transformer_card(
+        result,
+        output_dir,
         sampling=LLAMAGEN_SAMPLING,
+        tokenizer_name=tokenizer_name,
+        pipeline=tokenizer is not None,
+        imagenet=imagenet,
+        id2label=id2label,
         repo_id=repo_id,
-        example_label=repr(id2label[207].split(",")[0]) if imagenet else "0",
     )
     card.save(os.path.join(output_dir, "README.md"))
     return output_dir
