@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 
-from .runs import check_resume, write_run_record
+from .run_record import check_resume, write_run_record
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 

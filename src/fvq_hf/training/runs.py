@@ -24,36 +24,16 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 
 from ..hub.push import HubTarget
+from .checkpoints import register_and_resume, resolve_checkpoint, save_checkpoint
 from .config import start_trackers
 from .hardware import default_mixed_precision, use_cpu
+from .run_record import RUN_RECORD, check_resume, read_run_record, record_differences, run_record, write_run_record
 
-RUN_RECORD = "run.json"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "train_results.json"
 CHECKPOINTS_DIR = "checkpoints"
 # files a finished or interrupted run leaves in its output folder (besides the model's own, named by the script)
 RUN_FILES = (RUN_RECORD, METRICS_FILE, RESULTS_FILE, CHECKPOINTS_DIR)
-# options that say how a run is watched, saved or published, not what it trains: they may change on a resume
-NOT_DEFINING = frozenset(
-    {
-        "config",
-        "output_dir",
-        "overwrite_output_dir",
-        "resume_from_checkpoint",
-        "logging_steps",
-        "logging_dir",
-        "report_to",
-        "checkpointing_steps",
-        "checkpoints_total_limit",
-        "validation_steps",
-        "dataloader_num_workers",
-        "cpu",
-        "push_to_hub",
-        "hub_model_id",
-        "hub_token",
-        "hub_private",
-    }
-)
 
 
 # ------------------------------------------------------------------------------------ options both scripts take
@@ -104,55 +84,6 @@ def scaled_learning_rate(args: argparse.Namespace, global_batch: int) -> float:
     """``--learning_rate`` per ``--lr_reference_batch`` scaled linearly to the global batch (as a float), or as is
     with ``--no_scale_lr``."""
     return args.learning_rate if args.no_scale_lr else args.learning_rate * global_batch / args.lr_reference_batch
-
-
-# ------------------------------------------------------------------------------------ the run record
-def _resolved(value):
-    """A local path as an absolute one (the same folder named from another directory is the same data)."""
-    if isinstance(value, str) and value and os.path.exists(value):
-        return os.path.abspath(value)
-    return value
-
-
-def run_record(args: argparse.Namespace, script: str, num_processes: int, not_defining=(), **facts) -> dict:
-    """What a run is: the script, every option that defines it (local paths made absolute), the number of
-    processes, and ``facts`` (e.g. the data and the base model as the script resolved them)."""
-    skip = NOT_DEFINING | set(not_defining)
-    options = {key: _resolved(value) for key, value in sorted(vars(args).items()) if key not in skip}
-    return {"script": script, "options": options, "num_processes": num_processes, **facts}
-
-
-def record_differences(saved: dict, current: dict) -> list[str]:
-    """``key: saved → current`` for every option or fact that differs between two records."""
-    flat = {}
-    for name, record in (("saved", saved), ("current", current)):
-        for key, value in record.items():
-            if key == "options":
-                for option, setting in value.items():
-                    flat.setdefault(f"--{option}", {})[name] = setting
-            else:
-                flat.setdefault(key, {})[name] = value
-    return [
-        f"{key}: {values.get('saved')!r} (recorded) vs {values.get('current')!r} (now)"
-        for key, values in sorted(flat.items())
-        if values.get("saved") != values.get("current")
-    ]
-
-
-def read_run_record(folder: str) -> dict | None:
-    path = os.path.join(folder, RUN_RECORD)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as handle:
-        return json.load(handle)
-
-
-def write_run_record(folder: str, record: dict) -> None:
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, RUN_RECORD)
-    with open(path + ".tmp", "w") as handle:
-        json.dump(record, handle, indent=2, default=str)
-    os.replace(path + ".tmp", path)
 
 
 def previous_run(output_dir: str, model_files: tuple[str, ...]) -> list[str]:
@@ -214,22 +145,6 @@ def clear_previous_run(
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     accelerator.wait_for_everyone()
     return found if args.overwrite_output_dir else []
-
-
-def check_resume(checkpoint: str, record: dict) -> None:
-    """Stop when ``checkpoint`` was saved by a run other than the one ``record`` describes, showing the difference
-    (a checkpoint without a record, from an older version, is let through)."""
-    saved = read_run_record(checkpoint)
-    if saved is None:
-        return
-    differences = record_differences(saved, record)
-    if differences:
-        raise SystemExit(
-            f"error: {checkpoint} was saved by another run than this one; resuming it would continue its weights "
-            "under these options. What differs:\n  "
-            + "\n  ".join(differences)
-            + "\nResume with the recorded options, or start a new run in a new --output_dir."
-        )
 
 
 # ------------------------------------------------------------------------------------ the Hub
@@ -327,7 +242,6 @@ class TrainingRun:
         self.log = main_process_printer(accelerator)
         self.checkpoints_dir = os.path.join(args.output_dir, CHECKPOINTS_DIR)
         self.record = run_record(args, script, accelerator.num_processes, not_defining, **facts)
-        from .checkpoints import resolve_checkpoint
 
         try:
             self.checkpoint = resolve_checkpoint(self.checkpoints_dir, args.resume_from_checkpoint)
@@ -341,7 +255,6 @@ class TrainingRun:
     def begin(self, stateful, project: str) -> bool:
         """Clear what this run may replace, register ``stateful`` for checkpoints and resume (True if it did),
         write the run's record, start the trackers."""
-        from .checkpoints import register_and_resume
 
         args = self.args
         cleared = clear_previous_run(self.accelerator, args, self.model_files, self.checkpoint)
@@ -363,7 +276,6 @@ class TrainingRun:
     def save_checkpoint(self, step: int, pretrained: dict | None = None) -> str:
         """``checkpoints/checkpoint-<step>``: the training state, the run's record and ``pretrained`` (subfolder →
         model, e.g. ``{"model": tokenizer}``) as ``from_pretrained`` folders."""
-        from .checkpoints import save_checkpoint
 
         return save_checkpoint(
             self.accelerator, self.checkpoints_dir, step, self.args.checkpoints_total_limit, self.record, pretrained
