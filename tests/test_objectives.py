@@ -91,3 +91,20 @@ def test_generator_learns_each_class_from_its_label(tmp_path):
     pipe = FVQPipeline.from_pretrained(tmp_path / "gpt")
     tokens = torch.stack([pipe(c, guidance_scale=1.0, top_k=1, output_type="latent").images[0] for c in range(4)])
     assert torch.equal(tokens.flatten(1), sequences)
+
+
+def test_tokenizer_reconstruction_loss_goes_down_on_the_demo_photos(tmp_path):
+    args = ["--model_preset", "tiny", "--codebook_size", "256", "--codebook_dim", "32", "--bridge", "S/4",
+            "--resolution", "16", "--train_batch_size", "8", "--learning_rate", "1e-3", "--no_scale_lr",
+            "--demo_samples", "64", "--eval_samples", "8", "--perceptual_weight", "0", "--gan_weight", "0",
+            "--report_to", "none", "--logging_steps", "1", "--seed", "3", "--max_train_steps", "30",
+            "--eval_steps", "1000", "--output_dir", str(tmp_path / "run")]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(ROOT / "training" / "train_tokenizer.py"), *args],
+                            capture_output=True, text=True, env=env, timeout=600, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [row["reconstruction_loss"] for row in rows if "reconstruction_loss" in row]
+    assert len(losses) == 30
+    # random crops make single steps noisy: compare the first two steps with the mean of the last ten
+    assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:2]) / 2
