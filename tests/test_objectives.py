@@ -63,13 +63,15 @@ def test_tokenizer_reconstruction_term_is_the_chosen_norm():
         torch.testing.assert_close(terms["reconstruction_loss"], expected)
 
 
-def test_generator_learns_each_class_from_its_label(tmp_path):
-    """Four classes, each one fixed token sequence: a short run drives the loss down and then greedy sampling
-    writes each class's own sequence, which only a model that reads its labels can (the prefix tells nothing
-    about the first token)."""
+def codes_sequences() -> torch.Tensor:
+    """Four classes, each one fixed sequence of 16 distinct tokens of 64."""
+    return torch.randperm(64, generator=torch.Generator().manual_seed(0))[:64].view(4, 16)
+
+
+def synthetic_codes(tmp_path) -> Path:
+    """A codes folder (as extract_codes.py writes one) of ``codes_sequences()``, 8 images per class, and a tokenizer."""
     small_model(codebook_size=64).save_pretrained(tmp_path / "tokenizer")
-    sequences = torch.randperm(64, generator=torch.Generator().manual_seed(0))[:64].view(4, 16)
-    codes = sequences.repeat(8, 1).view(32, 1, 4, 4)  # 8 images per class, one view each
+    codes = codes_sequences().repeat(8, 1).view(32, 1, 4, 4)  # 8 images per class, one view each
     labels = torch.arange(4).repeat(8)
     (tmp_path / "codes").mkdir()
     write_shard(str(tmp_path / "codes"), 0, codes, labels)
@@ -77,7 +79,16 @@ def test_generator_learns_each_class_from_its_label(tmp_path):
             "views": "one fixed sequence per class", "num_images": 32, "num_shards": 1, "shard_size": 32,
             "id2label": {str(c): f"class {c}" for c in range(4)}, "num_classes": 4, "source": "synthetic"}  # fmt: skip
     (tmp_path / "codes" / META_FILE).write_text(json.dumps(meta))
-    args = ["--codes_dir", str(tmp_path / "codes"), "--output_dir", str(tmp_path / "gpt"), "--max_train_steps", "80",
+    return tmp_path / "codes"
+
+
+def test_generator_learns_each_class_from_its_label(tmp_path):
+    """Four classes, each one fixed token sequence: a short run drives the loss down and then greedy sampling
+    writes each class's own sequence, which only a model that reads its labels can (the prefix tells nothing
+    about the first token)."""
+    codes = synthetic_codes(tmp_path)
+    sequences = codes_sequences()
+    args = ["--codes_dir", str(codes), "--output_dir", str(tmp_path / "gpt"), "--max_train_steps", "80",
             "--transformer_preset", "tiny", "--dim", "64", "--n_layer", "2", "--n_head", "2", "--train_batch_size", "8",
             "--learning_rate", "3e-3", "--no_scale_lr", "--report_to", "none", "--logging_steps", "1", "--seed", "0",
             "--num_validation_images", "1", "--validation_steps", "1000"]  # fmt: skip
