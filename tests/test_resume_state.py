@@ -26,7 +26,9 @@ def straight_and_resumed(tmp_path, script, args, weights):
     killed = tmp_path / "killed"
     kill_at_checkpoint([str(ROOT / "training" / script), *args, "--output_dir", str(killed)],
                        killed / "checkpoints" / "checkpoint-3")  # fmt: skip
-    assert "resumed from" in run(script, [*args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"]).stdout
+    assert (
+        "resumed from" in run(script, [*args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"]).stdout
+    )
     return load_file(tmp_path / "straight" / weights), load_file(killed / weights)
 
 
