@@ -177,6 +177,10 @@ def main(argv=None) -> dict:
         "mutants": len(statuses),
         "checked": killed + survived,
         "score": killed / (killed + survived) if killed + survived else None,
+        # a mutant no selected test reaches ("no tests") is not killed either
+        "score_counting_unreached": (
+            killed / (killed + survived + counts.get("no tests", 0)) if killed + survived else None
+        ),
         "survivors": survivors,
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -192,6 +196,9 @@ def main(argv=None) -> dict:
     score = f"{record['score']:.1%}" if record["score"] is not None else "n/a"
     print(f"\nscore {score} = killed (incl. timeouts) / (killed + survived), {record['checked']} of "
           f"{len(statuses)} mutants checked in {elapsed / 60:.1f} min" + ("" if run else " (time limit reached)"))  # fmt: skip
+    if record["score_counting_unreached"] is not None:
+        print(f"{record['score_counting_unreached']:.1%} counting the {counts.get('no tests', 0)} mutants no selected "
+              "test reaches as survivors")  # fmt: skip
     for survivor in survivors:
         print("\n" + survivor["diff"])
     print(f"\nwritten {args.output}")
