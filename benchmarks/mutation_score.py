@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -155,6 +156,13 @@ def main(argv=None) -> dict:
     counts: dict[str, int] = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
+    per_module: dict[str, dict[str, int]] = {}
+    for name, status in statuses.items():
+        module = re.split(r"\.x[_\u01c1]", name, maxsplit=1)[
+            0
+        ]  # mutmut names: module.x_function or module.xǁClassǁmethod
+        per_module.setdefault(module, {}).setdefault(status, 0)
+        per_module[module][status] += 1
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
     survived = counts.get("survived", 0)
     survivors = []
@@ -174,6 +182,7 @@ def main(argv=None) -> dict:
         "seconds": round(elapsed, 1),
         "finished": run is not None,
         "counts": counts,
+        "counts_per_module": per_module,
         "mutants": len(statuses),
         "checked": killed + survived,
         "score": killed / (killed + survived) if killed + survived else None,
@@ -190,9 +199,11 @@ def main(argv=None) -> dict:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(record, indent=1) + "\n")
 
-    print("| status | mutants |\n|---|---|")
-    for status, n in sorted(counts.items()):
-        print(f"| {status} | {n} |")
+    columns = sorted(counts)
+    print("| module | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
+    for module, module_counts in sorted(per_module.items()):
+        print(f"| {module} | " + " | ".join(str(module_counts.get(c, 0)) for c in columns) + " |")
+    print("| all | " + " | ".join(str(counts[c]) for c in columns) + " |")
     score = f"{record['score']:.1%}" if record["score"] is not None else "n/a"
     print(f"\nscore {score} = killed (incl. timeouts) / (killed + survived), {record['checked']} of "
           f"{len(statuses)} mutants checked in {elapsed / 60:.1f} min" + ("" if run else " (time limit reached)"))  # fmt: skip
