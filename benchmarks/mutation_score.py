@@ -130,6 +130,10 @@ def main(argv=None) -> dict:
     import mutmut as mutmut_package
     import torch
 
+    def git(*command) -> str:
+        return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+    commit, dirty = git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))  # what is copied, before the run
     scratch = Path(tempfile.mkdtemp(prefix="fvq-mutation-"))
     copy_repository(scratch)
     with open(scratch / "pyproject.toml", "a") as config:
@@ -170,10 +174,6 @@ def main(argv=None) -> dict:
         shown = mutmut(scratch, "show", name)
         survivors.append({"mutant": name, "diff": shown.stdout.strip() if shown else ""})
 
-    def git(*command) -> str:
-        return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-
-    commit, dirty = git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))
     record = {
         "commit": commit + (" (with uncommitted changes)" if dirty else ""),
         "modules": args.modules,
