@@ -104,11 +104,10 @@ def test_sampling_restores_training_mode():
 def test_filters():
     logits = torch.tensor([[3.0, 1.0, 2.0, 0.0, -1.0]])
     assert torch.isinf(filter_logits(logits, top_k=2)).tolist() == [[False, True, False, True, True]]
-    probs = logits.softmax(-1)[0]  # 0.636, 0.086, 0.234, 0.032, 0.012
+    # softmax: 0.636, 0.086, 0.234, 0.032, 0.012
     kept = ~torch.isinf(filter_logits(logits, top_p=0.7))
     assert kept.tolist() == [[True, False, True, False, False]]  # 0.636 < 0.7: the next one crosses and stays
     assert (~torch.isinf(filter_logits(logits, top_p=0.5))).sum() == 1
-    assert probs[0] > 0.5
     assert torch.equal(filter_logits(logits), logits)
     model = tiny_transformer()
     tokens = generate(model, [0] * 8, top_k=3, generator=torch.Generator().manual_seed(0)).flatten(1)

@@ -328,7 +328,10 @@ def test_generation_demo_end_to_end(tmp_path):
     result = run([str(ROOT / "training" / "generation_demo.py"), "--output_dir", str(tmp_path), "--tokenizer_steps",
                   "2", "--generator_steps", "2", "--samples_per_class", "2"])  # fmt: skip
     results = json.loads((tmp_path / "fvq-mnist-generator" / "demo_results.json").read_text())
-    assert 0 <= results["class_accuracy"] <= 1 and len(results["class_accuracy_per_digit"]) == 10
+    # two training steps learn no digits: the check is that the overall figure is the per-digit ones pooled
+    # (whether the generator uses its labels at all is tests/test_objectives.py's)
+    per_digit = results["class_accuracy_per_digit"]
+    assert len(per_digit) == 10 and results["class_accuracy"] == pytest.approx(sum(per_digit) / 10)
     assert results["classifier_accuracy_on_held_out_real_digits"] > 0.8  # the scorer itself is a real digit reader
     assert "class accuracy" in result.stdout
     assert Image.open(tmp_path / "fvq-mnist-generator" / "samples_by_class.png").size == (2 * 16 * 4, 10 * 16 * 4)

@@ -5,10 +5,11 @@ Pixels are read back from the page (each <img> drawn on a canvas) and compared w
 the pipeline's under the same seed; every bad file shows its message and the next request still works; both tabs
 are photographed; the time from click to result is written to a latency JSON (recorded, not asserted).
 
-Runs on tiny models built here ("test-models"; screenshots and latency under spaces/screenshots/test-models/, or
-$FVQ_SPACE_ARTIFACTS) and, when the README's demo commands have been run, on the demo models of spaces/models.yaml
-("demo-models"; spaces/screenshots/{reconstruct,generate}.png and spaces/latency.json, the files the README shows;
-$FVQ_SPACE_DEMO_CONFIG names another config listing them)."""
+Runs on tiny models built here ("test-models") and, when the README's demo commands have been run, on the demo
+models of spaces/models.yaml ("demo-models"; $FVQ_SPACE_DEMO_CONFIG names another config listing them). Screenshots
+and latency go to the ignored outputs/space-browser/<models>/ ($FVQ_SPACE_ARTIFACTS for another folder): running the
+tests never rewrites a tracked file. FVQ_SPACE_UPDATE_README_FILES=1 writes the demo models' ones where the READMEs
+show them (spaces/screenshots/{reconstruct,generate}.png and spaces/latency.json)."""
 
 from __future__ import annotations
 
@@ -102,8 +103,7 @@ def space(request, tmp_path_factory):
         models = make_space_models(tmp / "models")
         config, tokenizer_dir, generator_dir = write_config(tmp, models), models["tokenizer"], models["generator"]
         model_names = ("tiny tokenizer", "tiny generator")  # write_config's names
-        label, artifacts = "three", Path(os.environ.get("FVQ_SPACE_ARTIFACTS", SPACE / "screenshots" / "test-models"))
-        latency_path = artifacts / "latency.json"
+        label = "three"
     else:
         config, tokenizer, generator = demo_model_sources()
         if tokenizer is None or generator is None:
@@ -113,6 +113,9 @@ def space(request, tmp_path_factory):
             )
         tokenizer_dir, generator_dir, label = tokenizer.path, generator.path, None  # class 7's name, below
         model_names = (tokenizer.name, generator.name)  # as the config names them, never a machine folder
+    artifacts = Path(os.environ.get("FVQ_SPACE_ARTIFACTS", SPACE.parent / "outputs" / "space-browser")) / request.param
+    latency_path = artifacts / "latency.json"
+    if request.param == "demo-models" and os.environ.get("FVQ_SPACE_UPDATE_README_FILES") == "1":
         artifacts, latency_path = SPACE / "screenshots", SPACE / "latency.json"
     demo, url = start_server(config, device="cpu", max_file_size=MAX_FILE_SIZE)
     pipe = FVQPipeline.from_pretrained(generator_dir)
