@@ -13,10 +13,9 @@ import os
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .model_card import render_model_card
+from .model_card import projector_description, render_model_card
 from .push import default_repo_id
 
-_PROJECTOR_NAMES = {"vqbridge": "VQBridge", "linear": "projector (Linear)", "mlp": "projector (5-layer MLP)"}
 # the official args worth repeating in a tokenizer's card
 _TOKENIZER_ARGS = (
     "codebook_size",
@@ -39,7 +38,7 @@ def converted_tokenizer_card(result, saved, output_dir: str, to: str, repo_id: s
     name = repo_id or output_dir
     if to == "diffusers":
         saved_as = (
-            f"a diffusers `VQModel` ({_PROJECTOR_NAMES[c.projector]} folded into the codebook)"
+            f"a diffusers `VQModel` (projector {projector_description(c)} folded into the codebook)"
             if c.projector != "none"
             else "a diffusers `VQModel`"
         )
@@ -52,7 +51,7 @@ def converted_tokenizer_card(result, saved, output_dir: str, to: str, repo_id: s
         saved_as = "an `FVQModel`, " + (
             "folded: one plain codebook, no projector"
             if folded_now or c.projector == "none"
-            else f"unfolded: raw codebook + {_PROJECTOR_NAMES[c.projector]}, ready to fine-tune"
+            else f"unfolded: raw codebook + projector {projector_description(c)}, ready to fine-tune"
         )
         usage = (
             f'from fvq_hf import FVQModel\n\nmodel = FVQModel.from_pretrained("{name}")\n'
