@@ -21,6 +21,7 @@ Forms:
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 from collections.abc import Callable
 
@@ -34,6 +35,8 @@ FORMS = ("linear", "weight_x_t", "packed")
 _CHOICES: dict[tuple, dict] = {}
 # a form forced by the caller (tests, the benchmark); None = measure
 _FORCED: list[str | None] = [None]
+# timed calls per form and weight shape: one per weight, several rounds for a shape only one weight has (the head)
+_MIN_SAMPLES = 6
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -94,20 +97,28 @@ def calibration() -> dict[tuple, dict]:
 
 
 def _calibrate(weights: list[torch.Tensor], rows: int, forms: tuple[str, ...]) -> tuple[str, dict, dict]:
-    """Time each form once on every weight (same shape), rotating the order; return the fastest, the seconds of
-    each form summed over the weights, and the prepared functions of every form."""
+    """Time every form on every weight of one shape, in rotating order, at least ``_MIN_SAMPLES`` calls per form;
+    return the fastest form, the median seconds per call of each, and every form's prepared functions.
+
+    The choice is the median over the calls of each form's time divided by the first form's time on the same
+    weight in the same round: a call slowed by another process (a shared machine) moves the median little.
+    """
     prepared = {form: [_prepare(form, w, rows) for w in weights] for form in forms}
     x = torch.randn(rows, weights[0].shape[1], dtype=weights[0].dtype, device=weights[0].device)
-    seconds = dict.fromkeys(forms, 0.0)
     for form in forms:  # first calls (allocations, kernel selection) outside the timing
         prepared[form][0](x)
-    for i in range(len(weights)):
-        for j in range(len(forms)):
-            form = forms[(i + j) % len(forms)]
-            start = time.perf_counter()
-            prepared[form][i](x)
-            seconds[form] += time.perf_counter() - start
-    return min(forms, key=seconds.__getitem__), seconds, prepared
+    seconds = {form: [] for form in forms}
+    rounds = -(-_MIN_SAMPLES // len(weights))
+    for r in range(rounds):
+        for i in range(len(weights)):
+            for j in range(len(forms)):
+                form = forms[(r + i + j) % len(forms)]
+                start = time.perf_counter()
+                prepared[form][i](x)
+                seconds[form].append(time.perf_counter() - start)
+    ratio = {form: statistics.median(a / b for a, b in zip(seconds[form], seconds[forms[0]])) for form in forms}
+    median = {form: statistics.median(seconds[form]) for form in forms}
+    return min(forms, key=ratio.__getitem__), median, prepared
 
 
 class DecodeKernels:
