@@ -3,7 +3,7 @@ process, bf16 weights keep the greedy samples, and the two paths of each module 
 
 import pytest
 import torch
-from test_generation import naive_greedy
+from test_generation import naive_greedy, tiny_pipeline
 from test_transformer import tiny_transformer
 
 from fvq_hf import generate
@@ -106,3 +106,21 @@ def test_decode_step_equals_forward_at_every_position():
     for t in range(15):
         steps.append(model.forward_cached(cache, input_ids=tokens[:, t : t + 1]))
     torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_pipeline_samples_through_the_calibrated_kernels(monkeypatch):
+    pipe = tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    built = []
+    original = decode_kernels.DecodeKernels.for_model
+
+    def recording(linears, rows):
+        built.append(rows)
+        return original(linears, rows)
+
+    monkeypatch.setattr(decode_kernels.DecodeKernels, "for_model", recording)
+    out = pipe([0, 3], generator=torch.Generator().manual_seed(0), output_type="latent").images
+    assert built  # no setting needed: the pipeline's sampling decodes with the chosen kernels
+    with decode_kernels.force_form("weight_x_t"):
+        forced = pipe([0, 3], generator=torch.Generator().manual_seed(0), output_type="latent").images
+    assert torch.equal(out, forced)

@@ -5,9 +5,10 @@ once, so it is bound by how fast a kernel streams a weight, and that depends on 
 VM ``weight @ x.T`` was 1.8× faster than ``F.linear``, on another 1.5–4.3× slower. So nothing here is chosen by
 CPU name. The first time a model decodes with a given number of rows on a device, ``DecodeKernels`` times every
 form it can use on the model's own weights (one call per weight and form, in rotating order so no form always
-reads a weight the previous one just brought into cache; ~2 steps' worth of matrix products, tens of ms for
-GPT-B) and keeps the fastest per weight shape for the rest of the process. Every form computes the same product;
-fp32 forms differ only in the order of the additions, so their tokens agree (tests force each form).
+reads a weight the previous one just brought into cache: about two decode steps' worth of matrix products) and
+keeps, per weight shape and for the rest of the process, ``F.linear`` unless another form is clearly faster.
+Every form computes the same product; fp32 forms differ at most in the order of the additions, and the tests
+check that forcing each form gives the same tokens.
 
 Forms:
 
@@ -37,6 +38,8 @@ _CHOICES: dict[tuple, dict] = {}
 _FORCED: list[str | None] = [None]
 # timed calls per form and weight shape: one per weight, several rounds for a shape only one weight has (the head)
 _MIN_SAMPLES = 6
+# a form other than F.linear must be this much faster (median paired ratio) to be chosen: noise keeps F.linear
+_MARGIN = 0.1
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -100,8 +103,9 @@ def _calibrate(weights: list[torch.Tensor], rows: int, forms: tuple[str, ...]) -
     """Time every form on every weight of one shape, in rotating order, at least ``_MIN_SAMPLES`` calls per form;
     return the fastest form, the median seconds per call of each, and every form's prepared functions.
 
-    The choice is the median over the calls of each form's time divided by the first form's time on the same
-    weight in the same round: a call slowed by another process (a shared machine) moves the median little.
+    The choice is the median over the calls of each form's time divided by the first form's (``F.linear``) time
+    on the same weight in the same round: a call slowed by another process (a shared machine) moves the median
+    little, and another form replaces ``F.linear`` only when it is at least ``_MARGIN`` faster.
     """
     prepared = {form: [_prepare(form, w, rows) for w in weights] for form in forms}
     x = torch.randn(rows, weights[0].shape[1], dtype=weights[0].dtype, device=weights[0].device)
@@ -118,7 +122,8 @@ def _calibrate(weights: list[torch.Tensor], rows: int, forms: tuple[str, ...]) -
                 seconds[form].append(time.perf_counter() - start)
     ratio = {form: statistics.median(a / b for a, b in zip(seconds[form], seconds[forms[0]])) for form in forms}
     median = {form: statistics.median(seconds[form]) for form in forms}
-    return min(forms, key=ratio.__getitem__), median, prepared
+    best = min(forms, key=ratio.__getitem__)
+    return (best if ratio[best] < 1 - _MARGIN else forms[0]), median, prepared
 
 
 class DecodeKernels:
