@@ -224,7 +224,8 @@ def load_llamagen(repo: str, model: FVQTransformer, device: str):
 
 def machine_key(info: dict) -> str:
     """The name of a machine's entry in the results: CPU model, threads, device (and GPU)."""
-    return f"{info.get('gpu') or info.get('cpu_model', info['processor'])} · {info['torch_threads']} threads"
+    threads = info["torch_threads"]
+    return f"{info.get('gpu') or info.get('cpu_model', info['processor'])} · {threads} thread{'s' * (threads != 1)}"
 
 
 def sampler(args, model, labels, form=None):
@@ -336,6 +337,7 @@ def bench_device(args, device: str) -> dict:
 
     def record(batch, method, times, **extra):
         seconds = statistics.median(times)
+        bound = bound_per_batch / 2 if "bf16" in method else bound_per_batch  # bf16 weights: half the bytes
         run = {
             "device": device,
             "batch_size": batch,
@@ -345,8 +347,8 @@ def bench_device(args, device: str) -> dict:
             "seconds_all": times,
             "tokens_per_s": batch * n / seconds,
             "images_per_s": batch / seconds,
-            "bandwidth_bound_s": bound_per_batch,
-            "fraction_of_bound": bound_per_batch / seconds,
+            "bandwidth_bound_s": bound,
+            "fraction_of_bound": bound / seconds,
             **extra,
         }
         runs.append(run)
