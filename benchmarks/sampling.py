@@ -372,7 +372,7 @@ def bench_device(args, device: str) -> dict:
 
 
 def _method_name(run: dict) -> str:
-    name = METHODS[run["method"]] + (f" (every {run['stride']}th step, weighted)" if run.get("estimated") else "")
+    name = METHODS[run["method"]] + (f" (every {run['stride']}-th step, weighted)" if run.get("estimated") else "")
     if run.get("same_tokens_as_cache") is False:
         name += " (bf16: other samples than fp32's)" if "bf16" in run["method"] else " (tokens differ!)"
     return name
