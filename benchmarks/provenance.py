@@ -37,9 +37,19 @@ def machine(device: str) -> dict:
     }
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+            lines = cpuinfo.read().splitlines()
+        info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = set(next(line.split(":", 1)[1] for line in lines if line.startswith("flags")).split())
+        # the instruction sets a CPU kernel's speed depends on (fp32 SIMD width, bf16 dot products, AMX tiles)
+        info["cpu_flags"] = sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16"})
     except (OSError, StopIteration):
         pass
+    info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    info["blas"] = [
+        line.strip(" -")
+        for line in torch.__config__.show().splitlines()
+        if "Math Kernel Library" in line or "MKL-DNN" in line or "OpenBLAS" in line
+    ]
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
     return info

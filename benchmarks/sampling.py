@@ -9,7 +9,10 @@ N(0, 0.02) output head instead of the zero head of a fresh model (a zero head gi
 method samples ``--num_tokens`` tokens per image with classifier-free guidance (the batch doubled), temperature
 1, no top-k / top-p, from the same seed:
 
-- ``fvq_hf.generate`` (KV cache);
+- ``fvq_hf.generate`` (KV cache), fp32, its Linears run with the kernels its calibration chose on this machine
+  (``fvq_hf.models.decode_kernels``); beside it the same call with each kernel form forced (``--form_batch_sizes``),
+  so the calibration's choice can be checked against every form it chose between;
+- the same with bf16 weights (``model.to(torch.bfloat16)``), calibrated and each form forced (``--no-bf16`` skips);
 - recomputation: the plain loop this script writes, a full teacher-forcing ``forward`` over the class and every
   token sampled so far for each new token. Its cost grows with the prefix, so by default it is timed on every
   ``--uncached_stride``-th step (each at the midpoint of its group of prefix lengths) and summed with the group
@@ -22,8 +25,11 @@ The memory-bandwidth bound: a decode step reads every weight of the blocks' Line
 once (the embedding rows are negligible), so ``num_tokens · weight bytes / read bandwidth`` is the least time a
 batch can take when weights are streamed from memory; the read bandwidth of this machine is measured here (the
 best of a few ``.sum()`` over a tensor far larger than the caches). The table gives each time's fraction of it.
-Prints a Markdown table and writes JSON (commit, versions, machine, settings, load average) to
-``benchmarks/results/sampling.json``.
+The methods of one batch size run in alternation, ``--repeats`` rounds, and each reports its median. Prints the
+calibration's choices and a Markdown table, and writes JSON (commit, versions, machine with its CPU model,
+instruction sets, threads and BLAS, settings, load average) to ``benchmarks/results/sampling.json``, which keeps
+one entry per machine: a run replaces its own machine's entry and leaves the others, so figures from different
+CPUs sit side by side. ``--table`` prints the table of every machine in that file without running anything.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -42,10 +49,18 @@ from torch import nn
 import fvq_hf
 from fvq_hf import FVQTransformer, generate
 from fvq_hf.generation.sampling import sample_next_token
+from fvq_hf.models import decode_kernels
 
 METHODS = {
-    "cache": "fvq_hf.generate (KV cache)",
+    "cache": "fvq_hf.generate (KV cache), kernels as calibrated",
+    "cache:linear": "fvq_hf.generate, every Linear as F.linear (forced)",
+    "cache:weight_x_t": "fvq_hf.generate, every Linear as weight @ x.T (forced)",
+    "cache bf16": "fvq_hf.generate, bf16 weights, kernels as calibrated",
+    "cache bf16:linear": "fvq_hf.generate, bf16 weights, F.linear (forced)",
+    "cache bf16:weight_x_t": "fvq_hf.generate, bf16 weights, weight @ x.T (forced)",
+    "cache bf16:packed": "fvq_hf.generate, bf16 weights, oneDNN prepacked (forced)",
     "recompute": "full forward over the prefix for every token (no cache)",
+    "cache (weight @ x.T hard-wired)": "fvq_hf.generate before the calibration: every Linear as weight @ x.T",
     "llamagen": "LlamaGen's own generate() on the same weights",
 }
 
@@ -59,7 +74,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 16], help="images per sampling call")
     p.add_argument("--guidance_scale", type=float, default=1.75)
     p.add_argument("--top_k", type=int, default=0, help="0 = off; 1 = greedy (then every method's tokens must agree)")
-    p.add_argument("--repeats", type=int, default=2, help="timed calls per measurement (the best is reported)")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of alternating timed calls (median reported)")
+    p.add_argument(
+        "--form_batch_sizes", type=int, nargs="*", default=[1], help="batch sizes at which every kernel form is timed"
+    )
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16-weight rows")
+    p.add_argument("--table", action="store_true", help="only print the table of every machine in --output")
     p.add_argument(
         "--uncached_stride",
         type=int,
@@ -202,28 +222,33 @@ def load_llamagen(repo: str, model: FVQTransformer, device: str):
     return ref.to(device).eval(), llamagen_generate
 
 
-def best_of(fn, repeats: int, device: str) -> tuple[float, list[float], object]:
-    times, out = [], None
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        out = fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times), times, out
+def machine_key(info: dict) -> str:
+    """The name of a machine's entry in the results: CPU model, threads, device (and GPU)."""
+    threads = info["torch_threads"]
+    return f"{info.get('gpu') or info.get('cpu_model', info['processor'])} · {threads} thread{'s' * (threads != 1)}"
 
 
-def bench_batch(args, model, llamagen, labels, record) -> None:
-    """Time every method at one batch size; ``record(batch, method, seconds, times, **extra)`` keeps each."""
+def sampler(args, model, labels, form=None):
+    def call():
+        with decode_kernels.force_form(form):
+            g = torch.Generator(str(model.device)).manual_seed(args.seed)
+            return generate(model, labels, args.guidance_scale, top_k=args.top_k, generator=g).flatten(1)
+
+    return call
+
+
+def bench_batch(args, model, model_bf16, llamagen, labels, record) -> None:
+    """Time every method at one batch size, in alternation; ``record(batch, method, times, **extra)`` keeps each."""
     device, batch, n = str(model.device), len(labels), model.config.block_size
-
-    def cached():
-        g = torch.Generator(device).manual_seed(args.seed)
-        return generate(model, labels, args.guidance_scale, top_k=args.top_k, generator=g).flatten(1)
-
-    seconds, times, cached_tokens = best_of(cached, args.repeats, device)
-    record(batch, "cache", seconds, times, tokens_checksum=int(cached_tokens.sum()))
-
+    methods = {"cache": sampler(args, model, labels)}
+    if batch in args.form_batch_sizes:
+        for form in decode_kernels.available_forms(model.device, model.dtype):
+            methods[f"cache:{form}"] = sampler(args, model, labels, form)
+    if model_bf16 is not None:
+        methods["cache bf16"] = sampler(args, model_bf16, labels)
+        if batch in args.form_batch_sizes:
+            for form in decode_kernels.available_forms(model_bf16.device, model_bf16.dtype):
+                methods[f"cache bf16:{form}"] = sampler(args, model_bf16, labels, form)
     if llamagen is not None:
         ref, llamagen_generate = llamagen
 
@@ -238,39 +263,81 @@ def bench_batch(args, model, llamagen, labels, record) -> None:
                 top_k=args.top_k,
                 top_p=1.0,
                 sample_logits=args.top_k != 1,
-            )
+            ).long()
 
-        seconds, times, their_tokens = best_of(theirs, args.repeats, device)
-        same = bool(torch.equal(their_tokens.long(), cached_tokens))
-        record(batch, "llamagen", seconds, times, same_tokens_as_cache=same)
+        methods["llamagen"] = theirs
+    times, tokens = {name: [] for name in methods}, {}
+    for _ in range(args.repeats):
+        for name, fn in methods.items():
+            _sync(device)
+            start = time.perf_counter()
+            tokens[name] = fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    for name in methods:
+        extra = {"same_tokens_as_cache": bool(torch.equal(tokens[name], tokens["cache"]))}
+        if name == "cache":
+            extra = {"tokens_checksum": int(tokens[name].sum())}
+        record(batch, name, times[name], **extra)
 
     if args.uncached:
+        g = torch.Generator(device).manual_seed(args.seed)
         if args.uncached_stride == 1:
-            g = torch.Generator(device).manual_seed(args.seed)
-            seconds, times, tokens = best_of(lambda: sample_recompute(model, labels, args, g), 1, device)
-            extra = {"estimated": False, "same_tokens_as_cache": bool(torch.equal(tokens, cached_tokens))}
+            start = time.perf_counter()
+            recomputed = sample_recompute(model, labels, args, g)
+            extra = {"estimated": False, "same_tokens_as_cache": bool(torch.equal(recomputed, tokens["cache"]))}
+            seconds = time.perf_counter() - start
         else:
-            g = torch.Generator(device).manual_seed(args.seed)
             seconds = time_recompute_strided(model, labels, args, g, device)
-            times, extra = [seconds], {"estimated": True, "stride": args.uncached_stride}
-        record(batch, "recompute", seconds, times, **extra)
+            extra = {"estimated": True, "stride": args.uncached_stride}
+        record(batch, "recompute", [seconds], **extra)
+
+
+def calibrate(model: FVQTransformer, rows: int) -> dict:
+    """Seconds the first decode kernels for ``rows`` rows cost (measuring, packing), and what was chosen."""
+    start = time.perf_counter()
+    kernels = model._kernels_for(rows)
+    seconds = time.perf_counter() - start
+    chosen = decode_kernels.calibration()
+    per_shape = {
+        f"{out}x{inp}": {
+            "form": kernels.forms[(out, inp)],
+            "median_call_us": {f: round(1e6 * t, 1) for f, t in chosen[key]["seconds"].items()},
+        }
+        for key in chosen
+        for (dev, dtype, r, out, inp) in [key]
+        if dtype == model.dtype and r == rows and dev == model.device.type
+    }
+    return {"dtype": str(model.dtype).removeprefix("torch."), "rows": rows, "seconds": seconds, "shapes": per_shape}
 
 
 def bench_device(args, device: str) -> dict:
     model = make_model(args, device)
+    model_bf16 = make_model(args, device).to(torch.bfloat16) if args.bf16 else None
     n = model.config.block_size
     weight_bytes = weight_bytes_per_token(model)
     bandwidth = read_bandwidth(device, args.bandwidth_mib)
     bound_per_batch = n * weight_bytes / bandwidth["read_bytes_per_s"]
     llamagen = load_llamagen(args.llamagen_repo, model, device) if args.llamagen_repo else None
+    guided = args.guidance_scale > 1.0
+    calibrations = []
+    for m in [model] + ([model_bf16] if model_bf16 is not None else []):
+        for batch in args.batch_sizes:  # the first decode on this machine: the calibration, timed
+            calibrations.append(calibrate(m, batch * (2 if guided else 1)))
+            c = calibrations[-1]
+            choice = ", ".join(f"{s} {v['form']} {v['median_call_us']}" for s, v in c["shapes"].items())
+            print(f"  calibration {c['dtype']} {c['rows']} rows: {1000 * c['seconds']:.0f} ms; µs per call {choice}")
     runs = []
     with torch.inference_mode():  # warm-up outside the timings: kernels, allocator, thread pool
-        cache = model.new_cache(2)
-        model.forward_cached(cache, class_labels=torch.tensor([0, 0], device=device))
-        for _ in range(min(8, n - 1)):
-            model.forward_cached(cache, input_ids=torch.zeros(2, 1, dtype=torch.long, device=device))
+        for m in [model] + ([model_bf16] if model_bf16 is not None else []):
+            cache = m.new_cache(2)
+            m.forward_cached(cache, class_labels=torch.tensor([0, 0], device=device))
+            for _ in range(min(8, n - 1)):
+                m.forward_cached(cache, input_ids=torch.zeros(2, 1, dtype=torch.long, device=device))
 
-    def record(batch, method, seconds, times, **extra):
+    def record(batch, method, times, **extra):
+        seconds = statistics.median(times)
+        bound = bound_per_batch / 2 if "bf16" in method else bound_per_batch  # bf16 weights: half the bytes
         run = {
             "device": device,
             "batch_size": batch,
@@ -280,87 +347,123 @@ def bench_device(args, device: str) -> dict:
             "seconds_all": times,
             "tokens_per_s": batch * n / seconds,
             "images_per_s": batch / seconds,
-            "bandwidth_bound_s": bound_per_batch,
-            "fraction_of_bound": bound_per_batch / seconds,
+            "bandwidth_bound_s": bound,
+            "fraction_of_bound": bound / seconds,
             **extra,
         }
         runs.append(run)
         print(
-            f"  {device} batch {batch:>3} {method:<10} {seconds:8.2f} s  {run['tokens_per_s']:8.1f} tokens/s",
+            f"  {device} batch {batch:>3} {method:<22} {seconds:8.2f} s  {run['tokens_per_s']:8.1f} tokens/s",
             flush=True,
         )
         return run
 
     for batch in args.batch_sizes:
-        bench_batch(args, model, llamagen, torch.arange(batch, device=device) % args.num_classes, record)
+        bench_batch(args, model, model_bf16, llamagen, torch.arange(batch, device=device) % args.num_classes, record)
     return {
         "device": device,
         "machine": machine(device),
         "bandwidth": bandwidth,
         "weight_bytes_per_token": weight_bytes,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "calibration": calibrations,
         "runs": runs,
     }
 
 
-def print_table(results: list[dict]) -> None:
+def _method_name(run: dict) -> str:
+    name = METHODS[run["method"]] + (f" (every {run['stride']}-th step, weighted)" if run.get("estimated") else "")
+    if run.get("same_tokens_as_cache") is False:
+        name += " (bf16: other samples than fp32's)" if "bf16" in run["method"] else " (tokens differ!)"
+    return name
+
+
+def print_table(entries: dict) -> None:
+    """One Markdown table of every machine's runs, with each time's ratio to LlamaGen's loop in the same run."""
     print()
     print(
-        "| device | batch | method | s / batch | tokens/s | images/s | cache speed-up | fraction of bandwidth bound |"
+        "| machine | batch | method | s / batch | vs LlamaGen's loop | tokens/s | KV cache vs recomputation "
+        "| fraction of bandwidth bound |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for result in results:
-        for run in result["runs"]:
-            cache = next(r for r in result["runs"] if r["method"] == "cache" and r["batch_size"] == run["batch_size"])
-            recompute = [
-                r for r in result["runs"] if r["method"] == "recompute" and r["batch_size"] == run["batch_size"]
-            ]
-            speedup = (
-                f"{recompute[0]['seconds'] / cache['seconds']:.1f}×" if run["method"] == "cache" and recompute else ""
-            )
-            name = METHODS[run["method"]] + (
-                f" (every {run['stride']}th step, weighted)" if run.get("estimated") else ""
-            )
-            if run.get("same_tokens_as_cache") is False:
-                name += " (tokens differ from the cache's)"
+    for key, entry in entries.items():
+        for result in entry["results"]:
+            runs = result["runs"]
+            for run in runs:
+                same_batch = {r["method"]: r for r in runs if r["batch_size"] == run["batch_size"]}
+                ratio = f"{run['seconds'] / same_batch['llamagen']['seconds']:.2f}×" if "llamagen" in same_batch else ""
+                speedup = ""
+                if run["method"] in ("cache", "cache (weight @ x.T hard-wired)") and "recompute" in same_batch:
+                    speedup = f"{same_batch['recompute']['seconds'] / run['seconds']:.1f}×"
+                print(
+                    f"| {key} | {run['batch_size']} | {_method_name(run)} | {run['seconds']:.2f} | {ratio} | "
+                    f"{run['tokens_per_s']:.1f} | {speedup} | {100 * run['fraction_of_bound']:.0f} % |"
+                )
+    for key, entry in entries.items():
+        for result in entry["results"]:
+            bw = result["bandwidth"]
+            load = entry.get("load_average_before"), entry.get("load_average_after")
             print(
-                f"| {run['device']} | {run['batch_size']} | {name} | {run['seconds']:.2f} | {run['tokens_per_s']:.1f} | "
-                f"{run['images_per_s']:.3f} | {speedup} | {100 * run['fraction_of_bound']:.0f} % |"
+                f"\n{key} ({result['device']}, commit {str(entry.get('commit'))[:7]}, load {load[0][0]:.1f} before, "
+                f"{load[1][0]:.1f} after): weights read per token {result['weight_bytes_per_token'] / 1e6:.1f} MB, "
+                f"read bandwidth {bw['read_bytes_per_s'] / 1e9:.1f} GB/s, bound "
+                f"{result['runs'][0]['bandwidth_bound_s']:.2f} s per {result['runs'][0]['num_tokens']} tokens"
             )
-    for result in results:
-        bw = result["bandwidth"]
-        print(
-            f"\n{result['device']}: weights read per token {result['weight_bytes_per_token'] / 1e6:.1f} MB, measured read "
-            f"bandwidth {bw['read_bytes_per_s'] / 1e9:.1f} GB/s (copy {bw['copy_bytes_per_s'] / 1e9:.1f} GB/s), bound "
-            f"{result['runs'][0]['bandwidth_bound_s']:.2f} s per {result['runs'][0]['num_tokens']} tokens"
-        )
+
+
+def load_entries(path: str) -> dict:
+    """The per-machine entries already in ``path`` (a file from before entries existed becomes one entry)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        data = json.load(handle)
+    if "machines" in data:
+        return data["machines"]
+    entry = {k: v for k, v in data.items() if k not in ("benchmark", "methods")}
+    entry["settings"]["llamagen_repo"] = bool(entry["settings"].get("llamagen_repo"))  # never a local folder
+    for result in entry["results"]:
+        for run in result["runs"]:  # that decode step ran every Linear as weight @ x.T, chosen by hand
+            run["method"] = "cache (weight @ x.T hard-wired)" if run["method"] == "cache" else run["method"]
+    return {machine_key(data["machine"]): entry}
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.table:
+        print_table(load_entries(args.output))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     load_before = os.getloadavg()
     started = time.time()
     results = [bench_device(args, device) for device in devices]
-    print_table(results)
-    output = {
-        "benchmark": "sampling speed",
-        "methods": METHODS,
+    settings = {k: v for k, v in vars(args).items() if k not in ("output", "table")}
+    settings["llamagen_repo"] = bool(args.llamagen_repo)  # a local folder is not recorded
+    entry = {
         "commit": git_commit(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "fvq_hf": fvq_hf.__version__},
         "machine": machine(devices[-1]),
-        "settings": {k: v for k, v in vars(args).items() if k != "output"},
+        "settings": settings,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "wall_seconds": time.time() - started,
         "results": results,
     }
+    entries = load_entries(args.output)
+    entries[machine_key(entry["machine"])] = entry
+    print_table(entries)
+    output = {
+        "benchmark": "sampling speed",
+        "methods": METHODS,
+        "note": "one entry per machine (CPU model or GPU, threads); a run replaces only its own machine's entry",
+        "machines": entries,
+    }
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as handle:
         json.dump(output, handle, indent=1)
-    print(f"\nload average before {load_before}, after {output['load_average_after']}\nwrote {args.output}")
+    print(f"\nload average before {load_before}, after {entry['load_average_after']}")
+    print(f"wrote {os.path.relpath(args.output)} ({machine_key(entry['machine'])})")
 
 
 if __name__ == "__main__":

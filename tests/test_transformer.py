@@ -138,8 +138,9 @@ def test_rope_score_depends_only_on_row_and_column_offsets():
     assert torch.count_nonzero(sin[col_moved, : head_dim // 4]) == 0
 
 
-def test_cached_logits_equal_full_forward_at_every_step():
-    model = tiny_transformer()
+@pytest.mark.parametrize("n_kv_head", [None, 1])  # 1: grouped-query attention
+def test_cached_logits_equal_full_forward_at_every_step(n_kv_head):
+    model = tiny_transformer(n_kv_head=n_kv_head)
     tokens = torch.randint(0, 64, (3, 16))
     labels = torch.tensor([0, 2, 4])
     full = model(tokens, labels).logits

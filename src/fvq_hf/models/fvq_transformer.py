@@ -18,6 +18,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from .decode_kernels import DecodeKernels, forced_form
+
 # LlamaGen's class-conditional sizes (layers, heads, width); head dim 64 throughout
 TRANSFORMER_PRESETS: dict[str, dict] = {
     "GPT-B": {"n_layer": 12, "n_head": 12, "dim": 768},
@@ -72,7 +74,11 @@ def rope_2d_table(grid_size: int, head_dim: int, base: float = 10000.0) -> tuple
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs of ``x`` (B, H, T, D) by angles given as cos/sin (T, D/2); computed in fp32."""
+    """Rotate interleaved pairs of ``x`` (..., D) by angles given as cos/sin (..., D/2); computed in fp32.
+
+    The definition, written as LlamaGen writes it. The model runs ``apply_rope_pairs``, the same values to the
+    last bit in fewer kernels (a test checks the two agree).
+    """
     pairs = x.float().unflatten(-1, (-1, 2))
     even, odd = pairs[..., 0], pairs[..., 1]
     rotated = torch.stack([even * cos - odd * sin, odd * cos + even * sin], dim=-1)
@@ -80,7 +86,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 def rope_pair_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rotary table (T, D/2) as (T, D) factors for ``x · cos2 + swap_pairs(x) · sin2`` (used when decoding).
+    """The rotary table (T, D/2) as (T, D) factors for ``x · cos2 + swap_pairs(x) · sin2``.
 
     ``cos2`` repeats each cosine for both members of its pair, ``sin2`` is ``(−sin, sin)`` per pair, so
     ``even · cos + odd · (−sin)`` and ``odd · cos + even · sin`` are ``apply_rope``'s values to the last bit
@@ -90,45 +96,33 @@ def rope_pair_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor
 
 
 def apply_rope_pairs(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
-    """``apply_rope`` for ``x`` (..., D) with the (D,)-broadcastable factors of ``rope_pair_tables``."""
+    """``apply_rope`` for ``x`` (..., D) with the broadcastable (..., D) factors of ``rope_pair_tables``."""
     x32 = x.float()
     swapped = x32.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
     return (x32 * cos2 + swapped * sin2).type_as(x)
 
 
-def _rms_norm(x: torch.Tensor, norm: RMSNorm) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x / rms(x)`` computed in fp32, cast back to ``x``'s dtype, then scaled (LlamaGen's order)."""
     x32 = x.float()
-    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + norm.eps)).type_as(x) * norm.weight
-
-
-def _rows_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``F.linear(x, weight)`` for a few rows ``x`` (R, in), as ``(weight @ x.T).T``: on CPU, MKL then streams
-    the weight once for all rows instead of packing it first. Made contiguous (R × out, a small copy) so that the
-    elementwise kernels and attention after it see the usual layout."""
-    if x.device.type != "cpu":
-        return F.linear(x, weight)
-    return torch.mm(weight, x.t()).t().contiguous()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).type_as(x) * weight
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm computed in fp32, cast back, then scaled (LlamaGen's order)."""
-
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
+        return rms_norm(x, self.weight, self.eps)
 
 
 class KVCache:
     """Keys and values of every layer for the tokens fed so far; preallocated, filled left to right.
 
     Not a module and never registered on the model: it lives for one sampling call, and attention reads only
-    the filled prefix ``[:length]``.
+    the filled prefix. Written only through ``write`` (a chunk of positions) and ``write_position`` (one).
     """
 
     def __init__(
@@ -145,10 +139,19 @@ class KVCache:
         return self.keys[0].shape[0]
 
     def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``k``, ``v`` (B, H_kv, T, D) at positions ``start …``; return keys and values up to their end."""
         end = start + k.shape[2]
         self.keys[layer][:, :, start:end] = k
         self.values[layer][:, :, start:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def write_position(
+        self, layer: int, position: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``write`` for one position, ``k``, ``v`` (B, H_kv, D): two in-place copies, no slicing of T."""
+        self.keys[layer].select(2, position).copy_(k)
+        self.values[layer].select(2, position).copy_(v)
+        return self.keys[layer][:, :, : position + 1], self.values[layer][:, :, : position + 1]
 
     def keep_rows(self, rows: slice) -> None:
         """Drop the other batch rows (e.g. the unconditional half once guidance ends), copying what stays."""
@@ -157,6 +160,9 @@ class KVCache:
 
 
 class Attention(nn.Module):
+    """Causal self-attention with 2-D RoPE. ``forward`` takes whole sequences, ``decode`` one new position per row
+    (eval only); both split heads and rotate through ``_heads`` and attend through ``_attend``."""
+
     def __init__(self, dim: int, n_head: int, n_kv_head: int, attn_dropout_p: float, resid_dropout_p: float):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, dim // n_head
@@ -165,19 +171,25 @@ class Attention(nn.Module):
         self.attn_dropout_p = attn_dropout_p
         self.resid_dropout = nn.Dropout(resid_dropout_p)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0, start: int = 0) -> torch.Tensor:
-        b, t, _ = x.shape
-        q, k, v = self.wqkv(x).split(
-            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim], dim=-1
-        )
-        q = apply_rope(q.view(b, t, self.n_head, self.head_dim).transpose(1, 2), cos, sin)
-        k = apply_rope(k.view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2), cos, sin)
-        v = v.view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2)
-        if cache is not None:
-            k, v = cache.write(layer, start, k, v)
+    def _heads(self, qkv: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor):
+        """``qkv`` (..., (H + 2·H_kv)·D) → q (..., H, D), k (..., H_kv, D) rotated, v (..., H_kv, D).
+        q and k are rotated together (one set of kernels); ``cos2``/``sin2`` broadcast as (..., 1, D)."""
+        heads = qkv.unflatten(-1, (self.n_head + 2 * self.n_kv_head, self.head_dim))
+        qk = apply_rope_pairs(heads[..., : self.n_head + self.n_kv_head, :], cos2, sin2)
+        return qk[..., : self.n_head, :], qk[..., self.n_head :, :], heads[..., self.n_head + self.n_kv_head :, :]
+
+    def _attend(self, q, k, v, **sdpa) -> torch.Tensor:
+        """SDPA of q (B, H, T, D) over k, v (B, H_kv, S, D), the key/value heads repeated for grouped queries."""
         if self.n_kv_head != self.n_head:
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, **sdpa)
+
+    def forward(self, x, cos2, sin2, cache: KVCache | None = None, layer: int = 0, start: int = 0) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = (part.transpose(1, 2) for part in self._heads(self.wqkv(x), cos2[:, None], sin2[:, None]))
+        if cache is not None:
+            k, v = cache.write(layer, start, k, v)
         if start == 0:
             causal, mask = t > 1, None
         elif t == 1:
@@ -185,13 +197,23 @@ class Attention(nn.Module):
         else:
             causal = False
             mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(start)
-        out = F.scaled_dot_product_attention(
+        out = self._attend(
             q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.attn_dropout_p if self.training else 0.0
         )
         return self.resid_dropout(self.wo(out.transpose(1, 2).reshape(b, t, -1)))
 
+    def decode(self, x, cos2, sin2, cache: KVCache, layer: int, position: int, kernels) -> torch.Tensor:
+        """``forward`` for one position per row, ``x`` (R, dim): written to the cache in place, attending over the
+        filled prefix ``[: position + 1]`` without a mask (one query sees all of it); Linears via ``kernels``."""
+        q, k, v = self._heads(kernels(self.wqkv, x), cos2, sin2)
+        k, v = cache.write_position(layer, position, k, v)
+        out = self._attend(q.unsqueeze(2), k, v)
+        return kernels(self.wo, out.flatten(1))
+
 
 class FeedForward(nn.Module):
+    """SwiGLU ``w2(silu(w1 x) · w3 x)``; ``decode`` is the same with the Linears computed by ``kernels``."""
+
     def __init__(self, dim: int, hidden: int, ffn_dropout_p: float):
         super().__init__()
         self.w1 = nn.Linear(dim, hidden, bias=False)
@@ -201,6 +223,9 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ffn_dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+    def decode(self, x: torch.Tensor, kernels) -> torch.Tensor:
+        return kernels(self.w2, F.silu(kernels(self.w1, x)) * kernels(self.w3, x))
 
 
 class TransformerBlock(nn.Module):
@@ -220,9 +245,14 @@ class TransformerBlock(nn.Module):
             update = update * keep
         return x + update
 
-    def forward(self, x, cos, sin, cache=None, layer=0, start=0):
-        h = self._residual(x, self.attention(self.attention_norm(x), cos, sin, cache, layer, start))
+    def forward(self, x, cos2, sin2, cache=None, layer=0, start=0):
+        h = self._residual(x, self.attention(self.attention_norm(x), cos2, sin2, cache, layer, start))
         return self._residual(h, self.feed_forward(self.ffn_norm(h)))
+
+    def decode(self, x, cos2, sin2, cache: KVCache, layer: int, position: int, kernels) -> torch.Tensor:
+        """``forward`` in eval mode for one position per row, ``x`` (R, dim)."""
+        h = x + self.attention.decode(self.attention_norm(x), cos2, sin2, cache, layer, position, kernels)
+        return h + self.feed_forward.decode(self.ffn_norm(h), kernels)
 
 
 class LabelEmbedder(nn.Module):
@@ -314,8 +344,11 @@ class FVQTransformer(ModelMixin, ConfigMixin):
         )
         self.norm = RMSNorm(dim, norm_eps)
         self.output = nn.Linear(dim, vocab_size, bias=False)
-        # a plain attribute, not a buffer: it stays fp32 when the model is cast to bf16, and out of state_dict()
-        self._rope = rope_2d_table(grid, dim // n_head, rope_base)
+        # plain attributes, not buffers: the rotary table stays fp32 when the model is cast to bf16, and neither it
+        # nor the decode kernels (which may hold packed copies of the weights) are part of state_dict()
+        self._rope = rope_pair_tables(*rope_2d_table(grid, dim // n_head, rope_base))
+        self._decode_kernels: dict[tuple, DecodeKernels] = {}
+        self._weights_seen: tuple | None = None
         self._init_weights(initializer_range)
 
     def _init_weights(self, std: float) -> None:
@@ -382,12 +415,15 @@ class FVQTransformer(ModelMixin, ConfigMixin):
             class_labels = torch.where(drop, torch.full_like(class_labels, self.null_class_id), class_labels)
         return self.cls_embedding(class_labels)
 
+    def _rope_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._rope[0].device != device:
+            self._rope = tuple(t.to(device) for t in self._rope)
+        return self._rope
+
     def _blocks(self, h: torch.Tensor, start: int, cache: KVCache | None) -> torch.Tensor:
-        if self._rope[0].device != h.device:
-            self._rope = tuple(t.to(h.device) for t in self._rope)
-        cos, sin = (t[start : start + h.shape[1]] for t in self._rope)
+        cos2, sin2 = (t[start : start + h.shape[1]] for t in self._rope_on(h.device))
         for i, layer in enumerate(self.layers):
-            h = layer(h, cos, sin, cache, i, start)
+            h = layer(h, cos2, sin2, cache, i, start)
         return self.output(self.norm(h)).float()
 
     def forward(
@@ -449,33 +485,25 @@ class FVQTransformer(ModelMixin, ConfigMixin):
         cache.length = start + h.shape[1]
         return logits
 
-    def _decode_step(self, h: torch.Tensor, pos: int, cache: KVCache) -> torch.Tensor:
-        """One new position per row, ``h`` (R, dim) at position ``pos``, through every block (eval only).
+    def _decode_linears(self) -> list[nn.Linear]:
+        return [m for m in self.layers.modules() if isinstance(m, nn.Linear)] + [self.output]
 
-        The same arithmetic as ``_blocks`` with fewer, larger kernels: RoPE on q and k together through the pair
-        tables, the cache written in place, attention over the filled prefix ``[: pos + 1]`` only (one query sees
-        all of it: no mask), and the Linear layers as ``weight @ x.T`` on CPU. Returns fp32 logits (R, vocab).
-        """
-        if self._rope[0].device != h.device:
-            self._rope = tuple(t.to(h.device) for t in self._rope)
-        if getattr(self, "_rope_pairs", None) is None or self._rope_pairs[0].device != h.device:
-            self._rope_pairs = rope_pair_tables(*self._rope)
-        cos2, sin2 = self._rope_pairs[0][pos], self._rope_pairs[1][pos]
-        rows, n_head, n_kv, head_dim = h.shape[0], self.config.n_head, cache.keys[0].shape[1], self.head_dim
-        q_width, kv_width = n_head * head_dim, n_kv * head_dim
+    def _kernels_for(self, rows: int) -> DecodeKernels:
+        """The decode kernels for ``rows`` rows, measured once per process (see ``decode_kernels``) and rebuilt
+        when the weights change (moved, cast, loaded or trained: their storage or version differs)."""
+        weights = tuple((m.weight.data_ptr(), m.weight._version) for m in self._decode_linears())
+        if weights != self._weights_seen:
+            self._decode_kernels, self._weights_seen = {}, weights
+        key = (rows, forced_form())
+        if key not in self._decode_kernels:
+            self._decode_kernels[key] = DecodeKernels.for_model(self._decode_linears(), rows)
+        return self._decode_kernels[key]
+
+    def _decode_step(self, h: torch.Tensor, position: int, cache: KVCache) -> torch.Tensor:
+        """One new position per row, ``h`` (R, dim), through every block's ``decode`` (eval only); fp32 logits
+        (R, vocab). The Linears run with the kernels measured fastest on this machine for R rows."""
+        kernels = self._kernels_for(h.shape[0])
+        cos2, sin2 = (t[position] for t in self._rope_on(h.device))
         for i, layer in enumerate(self.layers):
-            attention, ffn = layer.attention, layer.feed_forward
-            qkv = _rows_linear(_rms_norm(h, layer.attention_norm), attention.wqkv.weight)
-            qk = apply_rope_pairs(qkv[:, : q_width + kv_width].reshape(rows, n_head + n_kv, head_dim), cos2, sin2)
-            cache.keys[i].select(2, pos).copy_(qk[:, n_head:])
-            cache.values[i].select(2, pos).copy_(qkv[:, q_width + kv_width :].reshape(rows, n_kv, head_dim))
-            k, v = cache.keys[i][:, :, : pos + 1], cache.values[i][:, :, : pos + 1]
-            if n_kv != n_head:
-                k = k.repeat_interleave(n_head // n_kv, dim=1)
-                v = v.repeat_interleave(n_head // n_kv, dim=1)
-            out = F.scaled_dot_product_attention(qk[:, :n_head].unsqueeze(2), k, v)
-            h = h + _rows_linear(out.reshape(rows, q_width), attention.wo.weight)
-            x = _rms_norm(h, layer.ffn_norm)
-            gate, up = _rows_linear(x, ffn.w1.weight), _rows_linear(x, ffn.w3.weight)
-            h = h + _rows_linear(F.silu(gate) * up, ffn.w2.weight)
-        return _rows_linear(_rms_norm(h, self.norm), self.output.weight).float()
+            h = layer.decode(h, cos2, sin2, cache, i, position, kernels)
+        return kernels(self.output, self.norm(h)).float()
