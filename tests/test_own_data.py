@@ -112,6 +112,15 @@ def test_the_same_run_resumes_and_a_run_killed_before_its_first_checkpoint_resta
     assert "resumed from" in ok(run([*args, "--resume_from_checkpoint", "checkpoint-2"])).stdout
 
 
+def test_a_run_that_failed_before_its_first_step_leaves_nothing_that_refuses_the_corrected_command(tmp_path):
+    data, out = photos(tmp_path / "mine", 3), tmp_path / "run"
+    args = [TOKENIZER, *TINY, "--train_data_dir", data, "--max_train_steps", "2", "--output_dir", out]
+    failed = run([*args, "--train_batch_size", "4"])  # 3 images give no batch of 4
+    assert failed.returncode != 0 and "gives no batch" in failed.stderr
+    assert "already holds a run" not in ok(run([*args, "--train_batch_size", "2"])).stderr
+    assert json.loads((out / "run.json").read_text())["options"]["train_batch_size"] == 2
+
+
 def shutil_rmtree(path):
     import shutil
 

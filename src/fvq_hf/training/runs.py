@@ -113,8 +113,8 @@ def check_output_dir(
     if args.overwrite_output_dir:
         return
     found = previous_run(args.output_dir, model_files)
-    if not found:
-        return
+    if found in ([], [RUN_RECORD]):
+        return  # nothing, or only the record of a run that failed before its first logged step: nothing to lose
     saved = read_run_record(args.output_dir)
     if saved is not None and not record_differences(saved, record) and CHECKPOINTS_DIR not in found:
         return  # this very run, stopped before its first checkpoint: starting it again loses nothing
