@@ -181,12 +181,17 @@ def run_sampling_benchmark(tmp_path, *flags):
         text=True,
         check=True,
     )
-    return result.stdout, json.loads(out.read_text())
+    machines = json.loads(out.read_text())["machines"]  # one entry per machine: this run's only
+    (entry,) = machines.values()
+    return result.stdout, entry
 
 
 def test_sampling_benchmark_table_json_and_greedy_cache_equals_recomputation(tmp_path):
     stdout, data = run_sampling_benchmark(tmp_path, "--batch_sizes", "1", "3", "--top_k", "1", "--uncached_stride", "1")
-    assert "| device | batch | method | s / batch | tokens/s | images/s |" in stdout and "tokens differ" not in stdout
+    assert (
+        "| machine | batch | method | s / batch | vs LlamaGen's loop | tokens/s |" in stdout
+        and "tokens differ" not in stdout
+    )
     for key in ("commit", "versions", "machine", "settings", "load_average_before", "load_average_after", "results"):
         assert key in data
     assert data["versions"]["torch"] == data["machine"]["torch"] and data["settings"]["num_tokens"] == 16
@@ -195,7 +200,7 @@ def test_sampling_benchmark_table_json_and_greedy_cache_equals_recomputation(tmp
     assert cpu["weight_bytes_per_token"] == 4 * (4 * (128 * 384 + 128 * 128 + 3 * 128 * 352) + 64 * 128)
     assert cpu["bandwidth"]["read_bytes_per_s"] > 0 and cpu["bandwidth"]["copy_bytes_per_s"] > 0
     runs = cpu["runs"]
-    assert {(r["method"], r["batch_size"]) for r in runs} == {(m, b) for m in ("cache", "recompute") for b in (1, 3)}
+    assert {(m, b) for m in ("cache", "recompute") for b in (1, 3)} <= {(r["method"], r["batch_size"]) for r in runs}
     for run in runs:
         assert run["num_tokens"] == 16 and len(run["seconds_all"]) >= 1 and run["seconds"] > 0
         assert abs(run["tokens_per_s"] - run["batch_size"] * 16 / run["seconds"]) < 1e-6 * run["tokens_per_s"]
