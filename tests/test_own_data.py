@@ -410,5 +410,6 @@ def test_any_tokenizer_checkpoint_loads_with_from_pretrained(tmp_path):
     checkpoint = out / "checkpoints" / "checkpoint-2"
     model = FVQModel.from_pretrained(checkpoint, subfolder="model")
     assert not model.config.folded and model.config.sample_size == 16
-    saved = load_file(checkpoint / "model.safetensors")  # the weights the resume loads
+    saved = load_file(checkpoint / "model" / "diffusion_pytorch_model.safetensors")  # the weights the resume loads
     assert all(torch.equal(value, saved[name]) for name, value in model.state_dict().items())
+    assert not list(checkpoint.glob("model*.safetensors"))  # and their only copy: Accelerate's files hold none

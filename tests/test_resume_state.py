@@ -51,3 +51,53 @@ def test_generator_with_ema_resumes_exactly(tmp_path):
     weights = "transformer/diffusion_pytorch_model.safetensors"
     a, b = straight_and_resumed(tmp_path, "train_generator.py", args, weights)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoints_hold_each_trained_model_once_and_resume_from_it(tmp_path):
+    """The model given as ``pretrained`` lives only in its from_pretrained folder; the other prepared model (the
+    discriminator's place) keeps Accelerate's file; both come back exactly, and so does a checkpoint written before
+    (weights in Accelerate's files only)."""
+    from accelerate import Accelerator
+
+    from fvq_hf import FVQTransformer
+    from fvq_hf.training.checkpoints import register_pretrained_folders, save_checkpoint
+
+    def build():
+        torch.manual_seed(0)
+        accelerator = Accelerator(cpu=True)
+        transformer = FVQTransformer(vocab_size=32, num_classes=4, dim=32, n_layer=1, n_head=2, block_size=4)
+        other = torch.nn.Linear(3, 5)
+        return accelerator, *accelerator.prepare(transformer, other)
+
+    def scramble(*models):
+        with torch.no_grad():
+            for model in models:
+                for parameter in model.parameters():
+                    parameter.add_(1.0)
+
+    accelerator, transformer, other = build()
+    register_pretrained_folders(accelerator, {"transformer": transformer})
+    expected = [{k: v.clone() for k, v in m.state_dict().items()} for m in (transformer, other)]
+    path = save_checkpoint(accelerator, str(tmp_path / "new"), 1, pretrained={"transformer": transformer})
+    accelerate_files = {
+        name: load_file(os.path.join(path, name)) for name in os.listdir(path) if name.startswith("model")
+    }
+    assert set(accelerate_files) == {"model.safetensors"} and set(accelerate_files["model.safetensors"]) == {
+        "weight",
+        "bias",
+    }
+    assert FVQTransformer.from_pretrained(os.path.join(path, "transformer")).config.dim == 32
+    scramble(transformer, other)
+    accelerator.load_state(path)
+    for model, state in zip((transformer, other), expected):
+        assert all(torch.equal(value, state[name]) for name, value in model.state_dict().items())
+
+    old, transformer, other = build()  # no hooks: the layout of checkpoints written before
+    old_path = save_checkpoint(old, str(tmp_path / "old"), 1)
+    assert {"model.safetensors", "model_1.safetensors"} <= set(os.listdir(old_path))
+    accelerator, transformer, other = build()
+    register_pretrained_folders(accelerator, {"transformer": transformer})
+    scramble(transformer, other)
+    accelerator.load_state(old_path)
+    for model, state in zip((transformer, other), expected):
+        assert all(torch.equal(value, state[name]) for name, value in model.state_dict().items())

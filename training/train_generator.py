@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> dict:
     scheduler = build_scheduler(args, optimizer, max_steps)
     ema = FixedDecayEMA(unwrapped.parameters(), args.ema_decay) if args.use_ema else None  # LlamaGen's: fixed decay
     progress = TrainingProgress()
-    if run.begin((scheduler, ema, progress), "fvq_generator"):
+    # checkpoints hold FVQTransformer.from_pretrained(checkpoint, subfolder="transformer")
+    if run.begin((scheduler, ema, progress), "fvq_generator", pretrained={"transformer": unwrapped}):
         log(f"continuing at step {progress.global_step}")
     parameters = sum(p.numel() for p in unwrapped.parameters())
     log(
@@ -352,7 +353,7 @@ def main(argv: list[str] | None = None) -> dict:
             run.log_metrics(step, logs)
             progress_bar.set_postfix(loss=f"{logs['loss']:.4f}")
         if step % args.checkpointing_steps == 0 and step < max_steps:
-            run.save_checkpoint(step, {"transformer": unwrapped})  # FVQTransformer.from_pretrained(…, "transformer")
+            run.save_checkpoint(step)
         if step % args.validation_steps == 0 and step < max_steps and tensorboard is not None:  # the last: below
             grid, _ = sample_grid(
                 unwrapped, tokenizer, dataset.meta["num_classes"], args.num_validation_images, args, step

@@ -706,7 +706,8 @@ def main(argv: list[str] | None = None) -> dict:
     ema = build_ema(args, unwrapped, accelerator.device)
     slot_restart = build_slot_restart(args, unwrapped, codebook_frozen, log)
     progress = TrainingProgress()
-    if run.begin((scheduler, disc_scheduler, usage, ema, progress, slot_restart), "fvq_tokenizer"):
+    stateful = (scheduler, disc_scheduler, usage, ema, progress, slot_restart)
+    if run.begin(stateful, "fvq_tokenizer", pretrained={"model": unwrapped}):  # FVQModel.from_pretrained(…, "model")
         log(f"continuing at step {progress.global_step}")
 
     evaluated_on = (
@@ -807,7 +808,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         if step % args.checkpointing_steps == 0 and step < max_steps:
             # checkpoint-N/model: the tokenizer as trained so far (unfolded), for FVQModel.from_pretrained
-            logger.info(f"saved {run.save_checkpoint(step, {'model': unwrapped})}")
+            logger.info(f"saved {run.save_checkpoint(step)}")
 
         if step % args.validation_steps == 0 or step == max_steps:
             for prefix, dataloader, description, _ in eval_sets:

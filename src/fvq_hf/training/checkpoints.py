@@ -2,6 +2,11 @@
 
 A checkpoint is written into a hidden temporary folder and renamed into place only once complete, so a run
 killed mid-write leaves the previous checkpoint intact and no half-written ``checkpoint-N`` behind.
+
+The trained models are saved once, as ``from_pretrained`` folders (``checkpoint-N/model``,
+``checkpoint-N/transformer``), so a user can sample or evaluate any checkpoint; :func:`register_pretrained_folders`
+takes them out of Accelerate's own model files (as diffusers' training examples do with their save/load hooks) and
+loads them back from those folders on a resume.
 """
 
 from __future__ import annotations
@@ -43,6 +48,40 @@ def resolve_checkpoint(checkpoints_dir: str, which: str | None) -> tuple[int, st
             "use 'latest' to take the newest"
         )
     return int(match.group(1)), path
+
+
+def _index_of(accelerator, models: list, model) -> int | None:
+    for i, candidate in enumerate(models):
+        if accelerator.unwrap_model(candidate) is model:
+            return i
+    return None
+
+
+def register_pretrained_folders(accelerator, pretrained: dict) -> None:
+    """Save and load each of ``pretrained`` (subfolder → the unwrapped model) only as its ``from_pretrained``
+    folder in a checkpoint, never a second time in Accelerate's ``model*.safetensors``.
+
+    A checkpoint written before this existed (its weights in ``model*.safetensors`` and no such folder) still
+    loads: a model whose folder is absent is left to Accelerate."""
+
+    def drop_saved_weights(models: list, weights: list, output_dir: str) -> None:
+        if len(weights) != len(models):  # FSDP / DeepSpeed save their models their own way
+            return
+        found = (_index_of(accelerator, models, model) for model in pretrained.values())
+        for i in sorted((i for i in found if i is not None), reverse=True):
+            weights.pop(i)
+
+    def load_from_folders(models: list, input_dir: str) -> None:
+        for subfolder, model in pretrained.items():
+            folder = os.path.join(input_dir, subfolder)
+            i = _index_of(accelerator, models, model)
+            if i is None or not os.path.isdir(folder):
+                continue
+            models.pop(i)
+            model.load_state_dict(type(model).from_pretrained(folder).state_dict())
+
+    accelerator.register_save_state_pre_hook(drop_saved_weights)
+    accelerator.register_load_state_pre_hook(load_from_folders)
 
 
 def save_checkpoint(

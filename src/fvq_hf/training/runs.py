@@ -24,7 +24,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 
 from ..hub.push import HubTarget
-from .checkpoints import register_and_resume, resolve_checkpoint, save_checkpoint
+from .checkpoints import register_and_resume, register_pretrained_folders, resolve_checkpoint, save_checkpoint
 from .config import start_trackers
 from .hardware import default_mixed_precision, use_cpu
 from .run_record import RUN_RECORD, check_resume, read_run_record, record_differences, run_record, write_run_record
@@ -252,11 +252,15 @@ class TrainingRun:
         self.global_batch = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
         self.learning_rate = scaled_learning_rate(args, self.global_batch)
 
-    def begin(self, stateful, project: str) -> bool:
+    def begin(self, stateful, project: str, pretrained: dict | None = None) -> bool:
         """Clear what this run may replace, register ``stateful`` for checkpoints and resume (True if it did),
-        write the run's record, start the trackers."""
+        write the run's record, start the trackers. ``pretrained`` (subfolder → unwrapped model, e.g.
+        ``{"model": tokenizer}``) are the trained models, which every checkpoint holds as ``from_pretrained``
+        folders (and only there)."""
 
         args = self.args
+        self.pretrained = pretrained or {}
+        register_pretrained_folders(self.accelerator, self.pretrained)
         cleared = clear_previous_run(self.accelerator, args, self.model_files, self.checkpoint)
         if cleared:
             self.log(f"--overwrite_output_dir: deleted the previous run's {', '.join(cleared)} in {args.output_dir}")
@@ -273,12 +277,17 @@ class TrainingRun:
         self.accelerator.log(values, step=step)
         append_metrics(self.accelerator, self.args.output_dir, step, values)
 
-    def save_checkpoint(self, step: int, pretrained: dict | None = None) -> str:
-        """``checkpoints/checkpoint-<step>``: the training state, the run's record and ``pretrained`` (subfolder →
-        model, e.g. ``{"model": tokenizer}``) as ``from_pretrained`` folders."""
+    def save_checkpoint(self, step: int) -> str:
+        """``checkpoints/checkpoint-<step>``: the training state, the run's record and the models given to
+        :meth:`begin` as ``from_pretrained`` folders."""
 
         return save_checkpoint(
-            self.accelerator, self.checkpoints_dir, step, self.args.checkpoints_total_limit, self.record, pretrained
+            self.accelerator,
+            self.checkpoints_dir,
+            step,
+            self.args.checkpoints_total_limit,
+            self.record,
+            self.pretrained,
         )
 
     def finish(self, results: dict, commit_message: str) -> dict:
