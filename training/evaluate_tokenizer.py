@@ -104,7 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="add the metrics, named with the protocol, to README.md of the (local) model folder",
     )
-    p.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"])
+    p.add_argument(
+        "--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="autocast the forward passes (no: fp32)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out demo crops")
     p.add_argument("--output_json", default=None, help="write the metrics here")
     return p.parse_args(argv)
