@@ -1,4 +1,5 @@
-"""Vector quantisation: VQBridge, the baseline projectors, the quantizer, nearest-code search, usage."""
+"""Vector quantisation: VQBridge, the baseline projectors, the single-code and residual (RQ-VAE)
+quantizers, nearest-code search, usage."""
 
 from .projectors import (
     OFFICIAL_PROJECTOR_NAMES,
@@ -7,10 +8,12 @@ from .projectors import (
     MLPProjector,
     build_projector,
     parse_official_projector,
+    resolve_projector,
 )
+from .residual_quantizer import ResidualQuantizer
 from .search import DEFAULT_CHUNK_SIZE, nearest_code
 from .slot_restart import SlotRestart
-from .usage import CodebookUsage, UsageStats
+from .usage import CodebookUsage, LevelUsage, UsageStats
 from .vector_quantizer import VectorQuantizer
 from .vqbridge import BRIDGE_PRESETS, BRIDGE_WIDTHS, VQBridge, check_bridge_grid, parse_bridge_preset
 
@@ -21,8 +24,10 @@ __all__ = [
     "OFFICIAL_PROJECTOR_NAMES",
     "PROJECTOR_TYPES",
     "CodebookUsage",
+    "LevelUsage",
     "LinearProjector",
     "MLPProjector",
+    "ResidualQuantizer",
     "SlotRestart",
     "UsageStats",
     "VQBridge",
@@ -32,4 +37,5 @@ __all__ = [
     "nearest_code",
     "parse_bridge_preset",
     "parse_official_projector",
+    "resolve_projector",
 ]
