@@ -1,6 +1,7 @@
-"""Vector quantisation: VQBridge, the baseline projectors, the single-code and residual (RQ-VAE)
+"""Vector quantisation: VQBridge, the baseline projectors, the single-code, residual (RQ-VAE) and multi-scale (VAR)
 quantizers, nearest-code search, usage."""
 
+from .multiscale_quantizer import VAR_PHI_TABLE, VAR_SCALES, MultiScaleQuantizer, ResidualPhi, phi_table
 from .projectors import (
     OFFICIAL_PROJECTOR_NAMES,
     PROJECTOR_TYPES,
@@ -23,10 +24,14 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "OFFICIAL_PROJECTOR_NAMES",
     "PROJECTOR_TYPES",
+    "VAR_PHI_TABLE",
+    "VAR_SCALES",
     "CodebookUsage",
     "LevelUsage",
     "LinearProjector",
     "MLPProjector",
+    "MultiScaleQuantizer",
+    "ResidualPhi",
     "ResidualQuantizer",
     "SlotRestart",
     "UsageStats",
@@ -37,5 +42,6 @@ __all__ = [
     "nearest_code",
     "parse_bridge_preset",
     "parse_official_projector",
+    "phi_table",
     "resolve_projector",
 ]
