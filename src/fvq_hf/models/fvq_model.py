@@ -77,6 +77,30 @@ MODEL_PRESETS: dict[str, dict] = {
 }
 
 
+def check_images(images: torch.Tensor, in_channels: int, downsample_factor: int) -> None:
+    """Refuse anything but a float (B, in_channels, H, W) batch whose sides are multiples of the downsampling."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(
+            f"images must have shape (B, C, H, W), got {tuple(images.shape)}; add a batch dimension with images[None]"
+        )
+    if not images.dtype.is_floating_point:
+        raise TypeError(
+            f"images must be float tensors in [-1, 1], got dtype {images.dtype}; "
+            "convert 0–255 images with images.float() / 127.5 - 1"
+        )
+    if images.shape[1] != in_channels:
+        raise ValueError(f"this model takes {in_channels}-channel images, got {images.shape[1]} channels")
+    f = downsample_factor
+    h, w = images.shape[-2:]
+    if h % f or w % f:
+        raise ValueError(
+            f"this model downsamples by {f}: image height and width must be multiples of {f}, got {h}×{w}. "
+            f"Resize or crop to e.g. {max(f, h // f * f)}×{max(f, w // f * f)}."
+        )
+
+
 class FVQModel(ModelMixin, ConfigMixin):
     r"""
     An FVQ image tokenizer: encoder → ``quant_conv`` → vector quantizer over a projected codebook →
@@ -287,29 +311,7 @@ class FVQModel(ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ checks
     def _check_images(self, images: torch.Tensor) -> None:
-        if not isinstance(images, torch.Tensor):
-            raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
-        if images.ndim != 4:
-            raise ValueError(
-                f"images must have shape (B, C, H, W), got {tuple(images.shape)}; "
-                "add a batch dimension with images[None]"
-            )
-        if not images.dtype.is_floating_point:
-            raise TypeError(
-                f"images must be float tensors in [-1, 1], got dtype {images.dtype}; "
-                "convert 0–255 images with images.float() / 127.5 - 1"
-            )
-        if images.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"this model takes {self.config.in_channels}-channel images, got {images.shape[1]} channels"
-            )
-        f = self.downsample_factor
-        h, w = images.shape[-2:]
-        if h % f or w % f:
-            raise ValueError(
-                f"this model downsamples by {f}: image height and width must be multiples of {f}, got {h}×{w}. "
-                f"Resize or crop to e.g. {max(f, h // f * f)}×{max(f, w // f * f)}."
-            )
+        check_images(images, self.config.in_channels, self.downsample_factor)
 
     # ------------------------------------------------------------------ the tokenizer
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
