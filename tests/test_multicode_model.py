@@ -131,3 +131,21 @@ def test_bad_input_and_export_give_clear_errors():
         MultiCodeFVQModel.from_preset("rq-tiny", quant_conv_kernel_size=2)
     with pytest.raises(ValueError, match="multiples of 4"):
         small_multicode("rq-tiny")(images(size=30))
+
+
+def count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_full_size_presets_have_the_official_architectures():
+    """Parameter counts of the official models, part by part: VAR's VQVAE at ch 160, K = 4,096, d = 32 (its
+    released vae_ch160v4096z32, 108,948,355 parameters) and FVQ's VQ-32 RQ-VAE with a DiT-flavoured L/4 bridge."""
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+        var = MultiCodeFVQModel.from_preset("var-original")
+        rq = MultiCodeFVQModel.from_preset("rq-8x8x4", bridge_flavour="dit")
+        var_fvq = MultiCodeFVQModel.from_preset("var-10scale", bridge_flavour="dit")
+    parts = ("encoder", "decoder", "quant_conv", "post_quant_conv", "quantize")
+    assert [count(getattr(var, p)) for p in parts] == [44107872, 64653923, 9248, 9248, 168064]
+    assert count(var) == 108948355
+    assert [count(getattr(rq, p)) for p in parts] == [41101312, 58974595, 65792, 65792, 8531456]
+    assert count(var_fvq) == 83819907
