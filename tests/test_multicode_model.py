@@ -149,3 +149,33 @@ def test_full_size_presets_have_the_official_architectures():
     assert count(var) == 108948355
     assert [count(getattr(rq, p)) for p in parts] == [41101312, 58974595, 65792, 65792, 8531456]
     assert count(var_fvq) == 83819907
+
+
+@pytest.mark.parametrize("preset", ["rq-tiny", "var-tiny"])
+def test_push_to_hub_and_load_back(hub, preset):
+    model = small_multicode(preset).fold()
+    model.push_to_hub(f"org/{preset}", token="hf_test")
+    assert {"config.json", "diffusion_pytorch_model.safetensors"} <= set(hub.files[f"org/{preset}"])
+    loaded = MultiCodeFVQModel.from_pretrained(f"org/{preset}", token="hf_test").eval()
+    assert loaded.config.folded and loaded.config.quantizer == model.config.quantizer
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    x = images()
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_indices(x), model.encode_indices(x))
+
+
+def test_the_card_wording_names_the_quantizer():
+    from fvq_hf import FVQModel
+    from fvq_hf.hub import quantizer_description
+
+    with torch.device("meta"):
+        var = MultiCodeFVQModel.from_preset("var-10scale")
+        single = FVQModel.from_preset("tiny")
+    assert quantizer_description(var.config) == (
+        "multi-scale (VAR): 10 scales 1, 2, 3, 4, 5, 6, 8, 10, 13, 16 (680 tokens), one shared codebook, "
+        "4 shared φ convolutions (r = 0.5)"
+    )
+    rq = small_multicode("rq-tiny", rq_depth=3)
+    assert quantizer_description(rq.config) == "residual (RQ-VAE): 3 codes per position, one shared codebook"
+    assert quantizer_description(single.config) == "one code per position"
