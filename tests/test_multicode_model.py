@@ -179,3 +179,15 @@ def test_the_card_wording_names_the_quantizer():
     rq = small_multicode("rq-tiny", rq_depth=3)
     assert quantizer_description(rq.config) == "residual (RQ-VAE): 3 codes per position, one shared codebook"
     assert quantizer_description(single.config) == "one code per position"
+
+
+def test_a_local_subfolder_loads_that_model_and_a_missing_one_says_so(tmp_path):
+    model = small_multicode("rq-tiny")
+    folded = model.fold()
+    folded.save_pretrained(tmp_path / "run")  # a training output: the folded model at the root ...
+    model.save_pretrained(tmp_path / "run" / "unfolded")  # ... and the unfolded one beside it
+    unfolded = MultiCodeFVQModel.from_pretrained(tmp_path / "run", subfolder="unfolded")
+    assert not unfolded.config.folded and unfolded.quantize.projector is not None
+    assert MultiCodeFVQModel.from_pretrained(tmp_path / "run").config.folded
+    with pytest.raises(FileNotFoundError, match="no subfolder 'unfoldd'.*unfolded"):
+        MultiCodeFVQModel.from_pretrained(tmp_path / "run", subfolder="unfoldd")

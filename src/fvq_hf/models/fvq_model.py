@@ -101,6 +101,38 @@ def check_images(images: torch.Tensor, in_channels: int, downsample_factor: int)
         )
 
 
+def load_pretrained(loader, pretrained_model_name_or_path, **kwargs):
+    """``loader(pretrained_model_name_or_path, **kwargs)`` (a diffusers ``from_pretrained``), with a local
+    ``subfolder`` that must exist and is loaded directly, and a clear error for a truncated weights file."""
+    subfolder = kwargs.get("subfolder")
+    local = os.path.isdir(pretrained_model_name_or_path)
+    if subfolder and local and not os.path.isdir(os.path.join(pretrained_model_name_or_path, subfolder)):
+        # diffusers would fall back to the folder's root model without a word: a mistyped subfolder (or a
+        # folded-only folder asked for unfolded/) must not silently give another model
+        found = sorted(
+            name
+            for name in os.listdir(pretrained_model_name_or_path)
+            if os.path.isfile(os.path.join(pretrained_model_name_or_path, name, "config.json"))
+        )
+        raise FileNotFoundError(
+            f"{pretrained_model_name_or_path!r} has no subfolder {subfolder!r} (subfolders with a model: "
+            f"{', '.join(found) or 'none'}); drop subfolder to load the model at its root"
+        )
+    if subfolder and local:
+        # diffusers looks for local weights at the folder's root before the subfolder: a training output
+        # holds the folded model at the root and the unfolded one in unfolded/, so point at it directly
+        pretrained_model_name_or_path = os.path.join(pretrained_model_name_or_path, kwargs.pop("subfolder"))
+    try:
+        return loader(pretrained_model_name_or_path, **kwargs)
+    except OSError as error:
+        if "Unable to load weights" not in str(error):
+            raise
+        raise OSError(
+            f"{error}The weights file of {pretrained_model_name_or_path!r} is truncated or corrupt (an interrupted "
+            "download or copy?). Delete it and load again; for a Hub id pass force_download=True."
+        ) from error
+
+
 class FVQModel(ModelMixin, ConfigMixin):
     r"""
     An FVQ image tokenizer: encoder → ``quant_conv`` → vector quantizer over a projected codebook →
@@ -267,33 +299,7 @@ class FVQModel(ModelMixin, ConfigMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> FVQModel:
         """Load a saved or pushed FVQModel (folded or not) from a local folder or a Hub id, as diffusers does."""
-        subfolder = kwargs.get("subfolder")
-        local = os.path.isdir(pretrained_model_name_or_path)
-        if subfolder and local and not os.path.isdir(os.path.join(pretrained_model_name_or_path, subfolder)):
-            # diffusers would fall back to the folder's root model without a word: a mistyped subfolder (or a
-            # folded-only folder asked for unfolded/) must not silently give another model
-            found = sorted(
-                name
-                for name in os.listdir(pretrained_model_name_or_path)
-                if os.path.isfile(os.path.join(pretrained_model_name_or_path, name, "config.json"))
-            )
-            raise FileNotFoundError(
-                f"{pretrained_model_name_or_path!r} has no subfolder {subfolder!r} (subfolders with a model: "
-                f"{', '.join(found) or 'none'}); drop subfolder to load the model at its root"
-            )
-        if subfolder and local:
-            # diffusers looks for local weights at the folder's root before the subfolder: a training output
-            # holds the folded model at the root and the unfolded one in unfolded/, so point at it directly
-            pretrained_model_name_or_path = os.path.join(pretrained_model_name_or_path, kwargs.pop("subfolder"))
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        except OSError as error:
-            if "Unable to load weights" not in str(error):
-                raise
-            raise OSError(
-                f"{error}The weights file of {pretrained_model_name_or_path!r} is truncated or corrupt (an interrupted "
-                "download or copy?). Delete it and load again; for a Hub id pass force_download=True."
-            ) from error
+        return load_pretrained(super().from_pretrained, pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def _init_signature_keys(cls) -> list[str]:

@@ -19,7 +19,7 @@ from ..quantization.multiscale_quantizer import VAR_SCALES, MultiScaleQuantizer
 from ..quantization.projectors import PROJECTOR_TYPES, build_projector, parse_bridge_preset
 from ..quantization.residual_quantizer import ResidualQuantizer
 from ..quantization.search import DEFAULT_CHUNK_SIZE
-from .fvq_model import _BRIDGE_FIELDS, MODEL_PRESETS, _architecture, check_images
+from .fvq_model import _BRIDGE_FIELDS, MODEL_PRESETS, _architecture, check_images, load_pretrained
 
 QUANTIZER_TYPES = ("residual", "multiscale")
 
@@ -259,6 +259,12 @@ class MultiCodeFVQModel(ModelMixin, ConfigMixin):
             )
         config.update(overrides)
         return cls(**config)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> MultiCodeFVQModel:
+        """Load a saved or pushed MultiCodeFVQModel (folded or not) from a local folder or a Hub id, as diffusers
+        does; a local ``subfolder`` (e.g. ``unfolded``) must exist, as for ``FVQModel``."""
+        return load_pretrained(super().from_pretrained, pretrained_model_name_or_path, **kwargs)
 
     # ------------------------------------------------------------------ properties
     @property
