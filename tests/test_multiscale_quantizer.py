@@ -261,15 +261,16 @@ def test_bad_arguments_give_clear_errors():
         msq.indices_to_features(maps[:2], num_levels=3)
 
 
-def test_search_and_phi_stay_in_fp32_under_bf16_autocast():
-    torch.manual_seed(0)
-    msq = MultiScaleQuantizer(K, D, scales=SCALES, projector=None)
-    randomize_phi(msq)
+def test_the_whole_quantizer_runs_in_fp32_under_bf16_autocast():
+    """VAR runs its quantizer, the bridge included, with autocast off: a bf16 codebook would move codes."""
+    msq = linear_msq()
     f = torch.randn(2, D, 6, 6)
     with torch.no_grad():
         plain, plain_indices, _ = msq(f)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             quantized, indices, loss = msq(f)
-    assert loss.dtype == torch.float32 and quantized.dtype == torch.float32
+            steps = msq.coarse_to_fine(indices)
+            assert msq.projector(msq.embedding.weight).dtype == torch.bfloat16  # autocast is really on
+    assert loss.dtype == torch.float32 and quantized.dtype == torch.float32 and steps[-1].dtype == torch.float32
     assert all(torch.equal(a, b) for a, b in zip(plain_indices, indices))
-    assert torch.allclose(quantized, plain, atol=1e-6)
+    assert torch.allclose(quantized, plain, atol=1e-6) and torch.allclose(steps[-1], plain, atol=1e-5)

@@ -156,9 +156,10 @@ class MultiScaleQuantizer(VectorQuantizer):
                 f"the multi-scale quantizer expects a channels-first ({self.codebook_dim}, {side}, {side}) feature "
                 f"map (the last scale is its side), got a tensor of shape {tuple(f.shape)}"
             )
-        codebook = self.get_codebook()
         b, d = f.shape[:2]
+        # VAR (and the official FVQ VAR tokenizer) run the whole quantizer, the bridge included, in fp32
         with torch.autocast(device_type=f.device.type, enabled=False):
+            codebook = self.get_codebook().float()
             target = f.float()
             residual = target.detach()
             f_hat = torch.zeros_like(residual)
@@ -166,7 +167,7 @@ class MultiScaleQuantizer(VectorQuantizer):
             for si, pn in enumerate(self.scales):
                 rest = residual if si == len(self.scales) - 1 else F.interpolate(residual, size=(pn, pn), mode="area")
                 idx = nearest_code(rest.permute(0, 2, 3, 1).reshape(-1, d), codebook.detach(), self.chunk_size)
-                codes = F.embedding(idx, codebook).float().view(b, pn, pn, d).permute(0, 3, 1, 2).contiguous()
+                codes = F.embedding(idx, codebook).view(b, pn, pn, d).permute(0, 3, 1, 2).contiguous()
                 h = self._to_full_size(codes, si)
                 f_hat = f_hat + h
                 residual = residual - h.detach()
@@ -238,13 +239,14 @@ class MultiScaleQuantizer(VectorQuantizer):
             A list of k feature maps; the one after the last scale equals the forward pass's ``quantized``.
         """
         maps = self._check_maps(self.level_indices(indices))
-        codebook = self.get_codebook()
-        f_hat, out = None, []
-        for si, m in enumerate(maps):
-            codes = F.embedding(m.long(), codebook).float().permute(0, 3, 1, 2).contiguous()
-            h = self._to_full_size(codes, si)
-            f_hat = h if f_hat is None else f_hat + h
-            out.append(f_hat)
+        with torch.autocast(device_type=maps[0].device.type, enabled=False):  # in fp32, as the forward pass
+            codebook = self.get_codebook().float()
+            f_hat, out = None, []
+            for si, m in enumerate(maps):
+                codes = F.embedding(m.long(), codebook).permute(0, 3, 1, 2).contiguous()
+                h = self._to_full_size(codes, si)
+                f_hat = h if f_hat is None else f_hat + h
+                out.append(f_hat)
         return out
 
     def indices_to_features(
