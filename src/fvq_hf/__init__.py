@@ -1,10 +1,23 @@
 """fvq_hf: FVQ image tokenizers (VQBridge + learning annealing) as Hub-native diffusers models."""
 
 from .generation import FVQPipeline, generate
-from .models import MODEL_PRESETS, TRANSFORMER_PRESETS, FVQModel, FVQModelOutput, FVQTransformer, FVQTransformerOutput
+from .models import (
+    MODEL_PRESETS,
+    MULTICODE_PRESETS,
+    TRANSFORMER_PRESETS,
+    FVQModel,
+    FVQModelOutput,
+    FVQTransformer,
+    FVQTransformerOutput,
+    MultiCodeFVQModel,
+    MultiCodeFVQModelOutput,
+)
 from .quantization import (
     BRIDGE_PRESETS,
     CodebookUsage,
+    LevelUsage,
+    MultiScaleQuantizer,
+    ResidualQuantizer,
     UsageStats,
     VectorQuantizer,
     VQBridge,
@@ -16,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BRIDGE_PRESETS",
     "MODEL_PRESETS",
+    "MULTICODE_PRESETS",
     "TRANSFORMER_PRESETS",
     "CodebookUsage",
     "FVQModel",
@@ -23,6 +37,11 @@ __all__ = [
     "FVQPipeline",
     "FVQTransformer",
     "FVQTransformerOutput",
+    "LevelUsage",
+    "MultiCodeFVQModel",
+    "MultiCodeFVQModelOutput",
+    "MultiScaleQuantizer",
+    "ResidualQuantizer",
     "UsageStats",
     "VQBridge",
     "VectorQuantizer",

@@ -128,6 +128,22 @@ def projector_description(config, codebook_frozen: bool = False) -> str:
     return {"none": "none (plain codebook)", "linear": "single Linear(d, d)", "mlp": "5-layer MLP"}[config.projector]
 
 
+def quantizer_description(config) -> str:
+    """How a tokenizer quantises, in words: one code per position (``FVQModel``), or a ``MultiCodeFVQModel``'s
+    residual depth or VAR scales, for a card's model table."""
+    quantizer = config.get("quantizer")
+    if quantizer is None:
+        return "one code per position"
+    if quantizer == "residual":
+        return f"residual (RQ-VAE): {config.rq_depth} codes per position, one shared codebook"
+    scales = list(config.scales)
+    tokens = sum(pn * pn for pn in scales)
+    return (
+        f"multi-scale (VAR): {len(scales)} scales {', '.join(map(str, scales))} ({tokens:,} tokens), one shared "
+        f"codebook, {config.num_phi} shared φ convolutions (r = {config.phi_ratio:g})"
+    )
+
+
 def init_departures(config) -> list[str]:
     """Where a tokenizer's initialisation departs from the paper's (zero-initialised bridge output, uniform ±1/K
     raw codebook), one sentence each."""

@@ -77,6 +77,62 @@ MODEL_PRESETS: dict[str, dict] = {
 }
 
 
+def check_images(images: torch.Tensor, in_channels: int, downsample_factor: int) -> None:
+    """Refuse anything but a float (B, in_channels, H, W) batch whose sides are multiples of the downsampling."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(
+            f"images must have shape (B, C, H, W), got {tuple(images.shape)}; add a batch dimension with images[None]"
+        )
+    if not images.dtype.is_floating_point:
+        raise TypeError(
+            f"images must be float tensors in [-1, 1], got dtype {images.dtype}; "
+            "convert 0–255 images with images.float() / 127.5 - 1"
+        )
+    if images.shape[1] != in_channels:
+        raise ValueError(f"this model takes {in_channels}-channel images, got {images.shape[1]} channels")
+    f = downsample_factor
+    h, w = images.shape[-2:]
+    if h % f or w % f:
+        raise ValueError(
+            f"this model downsamples by {f}: image height and width must be multiples of {f}, got {h}×{w}. "
+            f"Resize or crop to e.g. {max(f, h // f * f)}×{max(f, w // f * f)}."
+        )
+
+
+def load_pretrained(loader, pretrained_model_name_or_path, **kwargs):
+    """``loader(pretrained_model_name_or_path, **kwargs)`` (a diffusers ``from_pretrained``), with a local
+    ``subfolder`` that must exist and is loaded directly, and a clear error for a truncated weights file."""
+    subfolder = kwargs.get("subfolder")
+    local = os.path.isdir(pretrained_model_name_or_path)
+    if subfolder and local and not os.path.isdir(os.path.join(pretrained_model_name_or_path, subfolder)):
+        # diffusers would fall back to the folder's root model without a word: a mistyped subfolder (or a
+        # folded-only folder asked for unfolded/) must not silently give another model
+        found = sorted(
+            name
+            for name in os.listdir(pretrained_model_name_or_path)
+            if os.path.isfile(os.path.join(pretrained_model_name_or_path, name, "config.json"))
+        )
+        raise FileNotFoundError(
+            f"{pretrained_model_name_or_path!r} has no subfolder {subfolder!r} (subfolders with a model: "
+            f"{', '.join(found) or 'none'}); drop subfolder to load the model at its root"
+        )
+    if subfolder and local:
+        # diffusers looks for local weights at the folder's root before the subfolder: a training output
+        # holds the folded model at the root and the unfolded one in unfolded/, so point at it directly
+        pretrained_model_name_or_path = os.path.join(pretrained_model_name_or_path, kwargs.pop("subfolder"))
+    try:
+        return loader(pretrained_model_name_or_path, **kwargs)
+    except OSError as error:
+        if "Unable to load weights" not in str(error):
+            raise
+        raise OSError(
+            f"{error}The weights file of {pretrained_model_name_or_path!r} is truncated or corrupt (an interrupted "
+            "download or copy?). Delete it and load again; for a Hub id pass force_download=True."
+        ) from error
+
+
 class FVQModel(ModelMixin, ConfigMixin):
     r"""
     An FVQ image tokenizer: encoder → ``quant_conv`` → vector quantizer over a projected codebook →
@@ -243,33 +299,7 @@ class FVQModel(ModelMixin, ConfigMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> FVQModel:
         """Load a saved or pushed FVQModel (folded or not) from a local folder or a Hub id, as diffusers does."""
-        subfolder = kwargs.get("subfolder")
-        local = os.path.isdir(pretrained_model_name_or_path)
-        if subfolder and local and not os.path.isdir(os.path.join(pretrained_model_name_or_path, subfolder)):
-            # diffusers would fall back to the folder's root model without a word: a mistyped subfolder (or a
-            # folded-only folder asked for unfolded/) must not silently give another model
-            found = sorted(
-                name
-                for name in os.listdir(pretrained_model_name_or_path)
-                if os.path.isfile(os.path.join(pretrained_model_name_or_path, name, "config.json"))
-            )
-            raise FileNotFoundError(
-                f"{pretrained_model_name_or_path!r} has no subfolder {subfolder!r} (subfolders with a model: "
-                f"{', '.join(found) or 'none'}); drop subfolder to load the model at its root"
-            )
-        if subfolder and local:
-            # diffusers looks for local weights at the folder's root before the subfolder: a training output
-            # holds the folded model at the root and the unfolded one in unfolded/, so point at it directly
-            pretrained_model_name_or_path = os.path.join(pretrained_model_name_or_path, kwargs.pop("subfolder"))
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        except OSError as error:
-            if "Unable to load weights" not in str(error):
-                raise
-            raise OSError(
-                f"{error}The weights file of {pretrained_model_name_or_path!r} is truncated or corrupt (an interrupted "
-                "download or copy?). Delete it and load again; for a Hub id pass force_download=True."
-            ) from error
+        return load_pretrained(super().from_pretrained, pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def _init_signature_keys(cls) -> list[str]:
@@ -287,29 +317,7 @@ class FVQModel(ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ checks
     def _check_images(self, images: torch.Tensor) -> None:
-        if not isinstance(images, torch.Tensor):
-            raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
-        if images.ndim != 4:
-            raise ValueError(
-                f"images must have shape (B, C, H, W), got {tuple(images.shape)}; "
-                "add a batch dimension with images[None]"
-            )
-        if not images.dtype.is_floating_point:
-            raise TypeError(
-                f"images must be float tensors in [-1, 1], got dtype {images.dtype}; "
-                "convert 0–255 images with images.float() / 127.5 - 1"
-            )
-        if images.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"this model takes {self.config.in_channels}-channel images, got {images.shape[1]} channels"
-            )
-        f = self.downsample_factor
-        h, w = images.shape[-2:]
-        if h % f or w % f:
-            raise ValueError(
-                f"this model downsamples by {f}: image height and width must be multiples of {f}, got {h}×{w}. "
-                f"Resize or crop to e.g. {max(f, h // f * f)}×{max(f, w // f * f)}."
-            )
+        check_images(images, self.config.in_channels, self.downsample_factor)
 
     # ------------------------------------------------------------------ the tokenizer
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:

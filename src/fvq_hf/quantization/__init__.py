@@ -1,5 +1,7 @@
-"""Vector quantisation: VQBridge, the baseline projectors, the quantizer, nearest-code search, usage."""
+"""Vector quantisation: VQBridge, the baseline projectors, the single-code, residual (RQ-VAE) and multi-scale (VAR)
+quantizers, nearest-code search, usage."""
 
+from .multiscale_quantizer import VAR_PHI_TABLE, VAR_SCALES, MultiScaleQuantizer, ResidualPhi, phi_table
 from .projectors import (
     OFFICIAL_PROJECTOR_NAMES,
     PROJECTOR_TYPES,
@@ -7,10 +9,12 @@ from .projectors import (
     MLPProjector,
     build_projector,
     parse_official_projector,
+    resolve_projector,
 )
+from .residual_quantizer import ResidualQuantizer
 from .search import DEFAULT_CHUNK_SIZE, nearest_code
 from .slot_restart import SlotRestart
-from .usage import CodebookUsage, UsageStats
+from .usage import CodebookUsage, LevelUsage, UsageStats
 from .vector_quantizer import VectorQuantizer
 from .vqbridge import BRIDGE_PRESETS, BRIDGE_WIDTHS, VQBridge, check_bridge_grid, parse_bridge_preset
 
@@ -20,9 +24,15 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "OFFICIAL_PROJECTOR_NAMES",
     "PROJECTOR_TYPES",
+    "VAR_PHI_TABLE",
+    "VAR_SCALES",
     "CodebookUsage",
+    "LevelUsage",
     "LinearProjector",
     "MLPProjector",
+    "MultiScaleQuantizer",
+    "ResidualPhi",
+    "ResidualQuantizer",
     "SlotRestart",
     "UsageStats",
     "VQBridge",
@@ -32,4 +42,6 @@ __all__ = [
     "nearest_code",
     "parse_bridge_preset",
     "parse_official_projector",
+    "phi_table",
+    "resolve_projector",
 ]

@@ -110,3 +110,23 @@ def build_projector(
         kwargs.update({k: v for k, v in bridge_kwargs.items() if v is not None})
         return VQBridge(codebook_size=codebook_size, codebook_dim=codebook_dim, **kwargs)
     raise ValueError(f"Unknown projector {projector!r}; choose one of {', '.join(PROJECTOR_TYPES)}.")
+
+
+def resolve_projector(
+    projector: nn.Module | str | None,
+    codebook_size: int,
+    codebook_dim: int,
+    bridge_preset: str | None = "L/4",
+) -> nn.Module | None:
+    """A projector given as a module (returned as is), ``None`` (no projector) or a name of ``PROJECTOR_TYPES``.
+
+    A name is built by ``build_projector`` with ``bridge_preset``; this lets a quantizer default to the paper's
+    VQBridge while still taking any module.
+    """
+    if projector is None or isinstance(projector, nn.Module):
+        return projector
+    if isinstance(projector, str):
+        return build_projector(projector, codebook_size, codebook_dim, bridge_preset=bridge_preset)
+    raise TypeError(
+        f"projector must be an nn.Module, None or one of {', '.join(PROJECTOR_TYPES)}, got {type(projector).__name__}"
+    )

@@ -94,3 +94,64 @@ class CodebookUsage:
                 f"this tracker has {self.codebook_size}"
             )
         self.counts = state["counts"].to(self.counts.device, torch.long).clone()
+
+
+class LevelUsage:
+    """Exact usage of one codebook shared by several levels (the depths of a residual quantizer, the scales of a
+    multi-scale one): per level and overall, summed across processes.
+
+    ``update(levels)`` with one index tensor per level (``quantizer.level_indices(indices)``), ``compute()`` at the
+    end (collective when distributed), ``reset()`` to start over. The overall histogram is the sum of the levels':
+    a code counts as used overall if any level chose it. Training state, not model weights (see ``CodebookUsage``).
+
+    Args:
+        codebook_size: K, the codes every level chooses from.
+        num_levels: number of levels (depths or scales).
+        device: where the counts live (they follow the indices otherwise).
+    """
+
+    def __init__(self, codebook_size: int, num_levels: int, device: torch.device | str | None = None):
+        if num_levels < 1:
+            raise ValueError(f"LevelUsage(num_levels={num_levels}): at least one level")
+        self.codebook_size, self.num_levels = codebook_size, num_levels
+        self.counts = torch.zeros(num_levels, codebook_size, dtype=torch.long, device=device)
+
+    def update(self, levels) -> None:
+        levels = list(levels)
+        if len(levels) > self.num_levels:
+            raise ValueError(f"got indices for {len(levels)} levels, this tracker has {self.num_levels}")
+        for level, indices in enumerate(levels):
+            flat = indices.detach().reshape(-1).long()
+            if flat.numel() == 0:
+                continue
+            if flat.min() < 0 or flat.max() >= self.codebook_size:
+                raise ValueError(
+                    f"code indices must lie in [0, {self.codebook_size}), "
+                    f"got values from {int(flat.min())} to {int(flat.max())} at level {level}"
+                )
+            if self.counts.device != flat.device:
+                self.counts = self.counts.to(flat.device)
+            self.counts[level] += torch.bincount(flat, minlength=self.codebook_size)
+
+    def reset(self) -> None:
+        self.counts.zero_()
+
+    def global_counts(self) -> torch.Tensor:
+        """The (levels, K) histograms summed over all processes (one collective call when distributed)."""
+        return all_reduce_sum(self.counts)
+
+    def compute(self) -> tuple[UsageStats, list[UsageStats]]:
+        """(overall, [per level]) usage and perplexity over all processes (a collective call when distributed)."""
+        counts = self.global_counts()
+        return UsageStats.from_counts(counts.sum(0)), [UsageStats.from_counts(row) for row in counts]
+
+    def state_dict(self) -> dict:
+        return {"codebook_size": self.codebook_size, "counts": self.counts.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if tuple(state["counts"].shape) != (self.num_levels, self.codebook_size):
+            raise ValueError(
+                f"usage state is for {tuple(state['counts'].shape)} (levels, codes), "
+                f"this tracker has {(self.num_levels, self.codebook_size)}"
+            )
+        self.counts = state["counts"].to(self.counts.device, torch.long).clone()

@@ -365,3 +365,10 @@ class VQBridge(ModelMixin, ConfigMixin):
         together; the number of live slots is worth logging beside usage.
         """
         return slot_indices(indices, self.grid_side, self.config.patch_size)
+
+    def live_slots(self, counts: torch.Tensor) -> int:
+        """How many of the p² slots have at least one code used, given a (K,) code histogram (e.g. the counts of
+        a ``CodebookUsage``, or a level's or the overall row of a ``LevelUsage``)."""
+        if counts.shape != (self.config.codebook_size,):
+            raise ValueError(f"expected a ({self.config.codebook_size},) code histogram, got {tuple(counts.shape)}")
+        return int(self.slot_of(torch.nonzero(counts > 0).flatten()).unique().numel())
