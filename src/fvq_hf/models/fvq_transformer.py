@@ -121,16 +121,19 @@ class RMSNorm(nn.Module):
 class KVCache:
     """Keys and values of every layer for the tokens fed so far; preallocated, filled left to right.
 
-    Not a module and never registered on the model: it lives for one sampling call, and attention reads only
-    the filled prefix. Written only through ``write`` (a chunk of positions) and ``write_position`` (one).
+    Not a module and never registered on the model: it lives for one sampling call, and eager attention reads
+    only the filled prefix. Written only through ``write`` (a chunk of positions) and ``write_position`` (one).
+    Zero-filled: the decode step compiled for CUDA graphs (a position given as a tensor) attends over every
+    position under a mask, and a masked entry must still be finite (uninitialised memory can hold NaN, and NaN · 0 is NaN).
     """
 
     def __init__(
         self, num_layers: int, batch_size: int, num_kv_heads: int, max_length: int, head_dim: int, dtype, device
     ):
         shape = (batch_size, num_kv_heads, max_length, head_dim)
-        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.positions = torch.arange(max_length, device=device)[None]  # (1, T): the mask row of one query
         self.length = 0
         self.max_length = max_length
 
@@ -146,12 +149,22 @@ class KVCache:
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     def write_position(
-        self, layer: int, position: int, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``write`` for one position, ``k``, ``v`` (B, H_kv, D): two in-place copies, no slicing of T."""
-        self.keys[layer].select(2, position).copy_(k)
-        self.values[layer].select(2, position).copy_(v)
-        return self.keys[layer][:, :, : position + 1], self.values[layer][:, :, : position + 1]
+        self, layer: int, position: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``write`` for one position, ``k``, ``v`` (B, H_kv, D); returns keys, values and the mask to attend with.
+
+        ``position`` an int: two in-place copies, and the filled prefix ``[: position + 1]`` with no mask (the
+        new query sees all of it). A tensor ``[position]`` (the compiled step: shapes must not depend on the
+        position, or each step would compile again): ``index_copy_``, and the whole cache with a mask of the
+        filled positions.
+        """
+        if isinstance(position, int):
+            self.keys[layer].select(2, position).copy_(k)
+            self.values[layer].select(2, position).copy_(v)
+            return self.keys[layer][:, :, : position + 1], self.values[layer][:, :, : position + 1], None
+        self.keys[layer].index_copy_(2, position, k.unsqueeze(2))
+        self.values[layer].index_copy_(2, position, v.unsqueeze(2))
+        return self.keys[layer], self.values[layer], self.positions <= position
 
     def keep_rows(self, rows: slice) -> None:
         """Drop the other batch rows (e.g. the unconditional half once guidance ends), copying what stays."""
@@ -204,11 +217,17 @@ class Attention(nn.Module):
 
     def decode(self, x, cos2, sin2, cache: KVCache, layer: int, position: int, kernels) -> torch.Tensor:
         """``forward`` for one position per row, ``x`` (R, dim): written to the cache in place, attending over the
-        filled prefix ``[: position + 1]`` without a mask (one query sees all of it); Linears via ``kernels``."""
+        filled prefix ``[: position + 1]`` without a mask (one query sees all of it), or, for a tensor
+        ``position``, over the whole cache masked to that prefix; Linears via ``kernels``."""
         q, k, v = self._heads(kernels(self.wqkv, x), cos2, sin2)
-        k, v = cache.write_position(layer, position, k, v)
-        out = self._attend(q.unsqueeze(2), k, v)
+        k, v, mask = cache.write_position(layer, position, k, v)
+        out = self._attend(q.unsqueeze(2), k, v, attn_mask=mask)
         return kernels(self.wo, out.flatten(1))
+
+
+def plain_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """The decode kernels of the compiled step: ``linear(x)`` as written, for the compiler to lower."""
+    return F.linear(x, linear.weight)
 
 
 class FeedForward(nn.Module):
@@ -350,6 +369,7 @@ class FVQTransformer(ModelMixin, ConfigMixin):
         self._decode_kernels: dict[tuple, DecodeKernels] = {}
         self._weights_seen: tuple | None = None
         self._step_kernels: tuple | None = None  # ((rows, forced form), kernels) of the sequence being sampled
+        self._compiled_steps: dict = {}  # torch.compile mode -> (the compiled decode step, static position)
         self._init_weights(initializer_range)
 
     def _init_weights(self, std: float) -> None:
@@ -457,12 +477,18 @@ class FVQTransformer(ModelMixin, ConfigMixin):
         )
 
     def forward_cached(
-        self, cache: KVCache, class_labels: torch.LongTensor | None = None, input_ids: torch.LongTensor | None = None
+        self,
+        cache: KVCache,
+        class_labels: torch.LongTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        compile_mode: str | None = None,
     ) -> torch.FloatTensor:
         """Feed new positions through ``cache`` and return the logits (B, vocab_size) of the next token.
 
         The first call passes ``class_labels`` (and optionally a prefix of image tokens); each later call passes
-        the tokens sampled since (B, 1). Logits equal those of ``forward`` on the whole sequence.
+        the tokens sampled since (B, 1). Logits equal those of ``forward`` on the whole sequence. With
+        ``compile_mode`` (a ``torch.compile`` mode), a call feeding one position per row runs the decode step
+        compiled (``compiled_decode_step``).
         """
         pieces = []
         if class_labels is not None:
@@ -481,8 +507,13 @@ class FVQTransformer(ModelMixin, ConfigMixin):
             raise ValueError("the sequence is full: a sample has block_size tokens, the last of which predicts nothing")
         if start == 0:  # a new sequence: look the decode kernels up again (the weights may have changed since)
             self._step_kernels = None
-        if h.shape[1] == 1 and not self.training:
-            logits = self._decode_step(h[:, 0], start, cache)
+        if h.shape[1] == 1 and not self.training and compile_mode is None:
+            logits = self._decode_step(h[:, 0], start, cache, self._sequence_kernels(h.shape[0]))
+        elif h.shape[1] == 1 and not self.training:
+            self._rope_on(h.device)  # outside the compiled code, which must not move the table
+            step, static = self.compiled_decode_step(compile_mode)
+            position = torch.tensor([start], device=h.device) if static else start
+            logits = step(h[:, 0], position, cache, plain_linear)
         else:
             logits = self._blocks(h, start, cache)[:, -1]
         cache.length = start + h.shape[1]
@@ -510,11 +541,34 @@ class FVQTransformer(ModelMixin, ConfigMixin):
             self._step_kernels = (key, self._kernels_for(rows))
         return self._step_kernels[1]
 
-    def _decode_step(self, h: torch.Tensor, position: int, cache: KVCache) -> torch.Tensor:
+    def _decode_step(self, h: torch.Tensor, position: int | torch.Tensor, cache: KVCache, kernels) -> torch.Tensor:
         """One new position per row, ``h`` (R, dim), through every block's ``decode`` (eval only); fp32 logits
-        (R, vocab). The Linears run with the kernels measured fastest on this machine for R rows."""
-        kernels = self._sequence_kernels(h.shape[0])
+        (R, vocab). ``kernels(linear, x)`` computes the Linears: eager, those measured fastest on this machine
+        for R rows; compiled, ``plain_linear`` (the compiler chooses). ``position`` an int or a tensor ``[int]``."""
         cos2, sin2 = (t[position] for t in self._rope_on(h.device))
         for i, layer in enumerate(self.layers):
             h = layer.decode(h, cos2, sin2, cache, i, position, kernels)
         return kernels(self.output, self.norm(h)).float()
+
+    def compiled_decode_step(self, mode: str = "default") -> tuple:
+        """The decode step through ``torch.compile(mode=mode)`` and whether it takes a static position; made once
+        per mode and kept with the model. Its tokens are the eager step's up to the order of floating-point
+        additions, and it does not compile again for each position:
+
+        - a mode with CUDA graphs (``"reduce-overhead"``, ``"max-autotune"``; on a CPU the graphs are skipped)
+          needs shapes that never change: the position is a tensor and attention runs over the whole zero-filled
+          cache under a mask, as LlamaGen's ``--compile`` does. Untested on a GPU (none was available);
+        - any other mode keeps eager attention over the filled prefix only, the position an int that the
+          compiler treats as a symbol (``dynamic=True``): on GPT-B on one CPU thread the masked whole-cache
+          attention cost more than compiling saved.
+        """
+        from torch._inductor import list_mode_options  # imported here: importing the compiler takes seconds
+
+        modes = tuple(list_mode_options())
+        if mode not in modes:
+            raise ValueError(f"compile_mode must be one of {', '.join(map(repr, modes))} or None (eager), got {mode!r}")
+        if mode not in self._compiled_steps:
+            static = bool(list_mode_options(mode).get("triton.cudagraphs"))
+            step = torch.compile(self._decode_step, mode=mode, fullgraph=True, dynamic=not static)
+            self._compiled_steps[mode] = step, static
+        return self._compiled_steps[mode]

@@ -1,0 +1,69 @@
+"""The compiled decode step (``generate(..., compile_mode=...)``): the eager step's tokens, compiled once per row
+count rather than once per position."""
+
+import pytest
+import torch
+from test_generation import naive_greedy, tiny_pipeline
+from test_transformer import tiny_transformer
+
+from fvq_hf import generate
+
+
+def _cpp_compiler() -> str | None:
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    try:
+        return get_cpp_compiler()
+    except InvalidCxxCompiler:
+        return None
+
+
+pytestmark = pytest.mark.skipif(
+    _cpp_compiler() is None,
+    reason="torch.compile on a CPU builds C++ and no C++ compiler was found (install g++ or set CXX)",
+)
+
+
+def sample(model, compile_mode, labels=(0, 3, 4), **kwargs):
+    return generate(
+        model, list(labels), generator=torch.Generator().manual_seed(5), compile_mode=compile_mode, **kwargs
+    )
+
+
+def test_compiled_step_samples_the_eager_tokens():
+    model = tiny_transformer()
+    greedy = sample(model, None, guidance_scale=2.0, top_k=1)
+    assert torch.equal(sample(model, "default", guidance_scale=2.0, top_k=1), greedy)
+    # fp32 sampling draws the same tokens; here guidance ends after 5 tokens, so the row count changes mid-sample
+    for settings in ({"guidance_scale": 2.0}, {"guidance_scale": 2.0, "guidance_interval": 5}):
+        assert torch.equal(sample(model, "default", **settings), sample(model, None, **settings)), settings
+    unguided = sample(model, "default", top_k=1)
+    assert torch.equal(unguided.flatten(1), naive_greedy(model, torch.tensor([0, 3, 4]), 16))
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_step_does_not_compile_per_position(mode):
+    """The prefix length is a symbol ("default") or the position a tensor over a static cache ("reduce-overhead",
+    whose CUDA graphs a CPU skips): a handful of graphs for 16 positions, none more on the next call."""
+    from torch._dynamo.utils import counters
+
+    model = tiny_transformer(n_layer=1)
+    if mode == "reduce-overhead":  # the static path: the eager tokens too (fp32, sampled)
+        assert torch.equal(sample(model, mode, guidance_scale=2.0), sample(model, None, guidance_scale=2.0))
+    before = counters["stats"]["unique_graphs"]
+    sample(model, mode, labels=(1,), guidance_scale=2.0)  # 16 decode steps of 2 rows
+    graphs = counters["stats"]["unique_graphs"] - before
+    assert graphs <= 3  # positions 0 and 1 may be specialised, the rest share one graph
+    sample(model, mode, labels=(2,), guidance_scale=2.0)
+    assert counters["stats"]["unique_graphs"] - before == graphs
+
+
+def test_pipeline_passes_the_compile_mode_and_rejects_an_unknown_one():
+    pipe = tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    eager = pipe([0, 3], generator=torch.Generator().manual_seed(0), output_type="latent").images
+    compiled = pipe([0, 3], generator=torch.Generator().manual_seed(0), output_type="latent", compile_mode="default")
+    assert torch.equal(compiled.images, eager)
+    with pytest.raises(ValueError, match="compile_mode must be one of"):
+        sample(tiny_transformer(), "fastest")
