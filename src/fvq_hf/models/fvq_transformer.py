@@ -123,8 +123,8 @@ class KVCache:
 
     Not a module and never registered on the model: it lives for one sampling call, and eager attention reads
     only the filled prefix. Written only through ``write`` (a chunk of positions) and ``write_position`` (one).
-    Zero-filled: the decode step compiled for CUDA graphs (a position given as a tensor) attends over every
-    position under a mask, and a masked entry must still be finite (uninitialised memory can hold NaN, and NaN · 0 is NaN).
+    Zero-filled: the compiled decode step (a position given as a tensor) attends over every position under a
+    mask, and a masked entry must still be finite (uninitialised memory can hold NaN, and NaN · 0 is NaN).
     """
 
     def __init__(
@@ -369,7 +369,7 @@ class FVQTransformer(ModelMixin, ConfigMixin):
         self._decode_kernels: dict[tuple, DecodeKernels] = {}
         self._weights_seen: tuple | None = None
         self._step_kernels: tuple | None = None  # ((rows, forced form), kernels) of the sequence being sampled
-        self._compiled_steps: dict = {}  # torch.compile mode -> (the compiled decode step, static position)
+        self._compiled_steps: dict = {}  # torch.compile mode -> the compiled decode step
         self._init_weights(initializer_range)
 
     def _init_weights(self, std: float) -> None:
@@ -511,9 +511,8 @@ class FVQTransformer(ModelMixin, ConfigMixin):
             logits = self._decode_step(h[:, 0], start, cache, self._sequence_kernels(h.shape[0]))
         elif h.shape[1] == 1 and not self.training:
             self._rope_on(h.device)  # outside the compiled code, which must not move the table
-            step, static = self.compiled_decode_step(compile_mode)
-            position = torch.tensor([start], device=h.device) if static else start
-            logits = step(h[:, 0], position, cache, plain_linear)
+            position = torch.tensor([start], device=h.device)
+            logits = self.compiled_decode_step(compile_mode)(h[:, 0], position, cache, plain_linear)
         else:
             logits = self._blocks(h, start, cache)[:, -1]
         cache.length = start + h.shape[1]
@@ -550,17 +549,15 @@ class FVQTransformer(ModelMixin, ConfigMixin):
             h = layer.decode(h, cos2, sin2, cache, i, position, kernels)
         return kernels(self.output, self.norm(h)).float()
 
-    def compiled_decode_step(self, mode: str = "default") -> tuple:
-        """The decode step through ``torch.compile(mode=mode)`` and whether it takes a static position; made once
-        per mode and kept with the model. Its tokens are the eager step's up to the order of floating-point
-        additions, and it does not compile again for each position:
+    def compiled_decode_step(self, mode: str = "default"):
+        """The decode step through ``torch.compile(mode=mode)``, made once per mode and kept with the model.
 
-        - a mode with CUDA graphs (``"reduce-overhead"``, ``"max-autotune"``; on a CPU the graphs are skipped)
-          needs shapes that never change: the position is a tensor and attention runs over the whole zero-filled
-          cache under a mask, as LlamaGen's ``--compile`` does. Untested on a GPU (none was available);
-        - any other mode keeps eager attention over the filled prefix only, the position an int that the
-          compiler treats as a symbol (``dynamic=True``): on GPT-B on one CPU thread the masked whole-cache
-          attention cost more than compiling saved.
+        Its shapes never change from step to step: the position is a tensor and attention runs over the whole
+        zero-filled cache under a mask (as LlamaGen's ``--compile`` does), so it compiles once per row count and
+        dtype, and a CUDA-graph mode (``"reduce-overhead"``) can replay one graph for every step (untested: no
+        GPU was available; a CPU skips the graphs). Its tokens are the eager step's up to the order of
+        floating-point additions. Attention with a symbolic prefix length instead was ~5 % faster on GPT-B on
+        one CPU thread but compiled three graphs per row count (position 0, the last, the rest).
         """
         from torch._inductor import list_mode_options  # imported here: importing the compiler takes seconds
 
@@ -568,7 +565,5 @@ class FVQTransformer(ModelMixin, ConfigMixin):
         if mode not in modes:
             raise ValueError(f"compile_mode must be one of {', '.join(map(repr, modes))} or None (eager), got {mode!r}")
         if mode not in self._compiled_steps:
-            static = bool(list_mode_options(mode).get("triton.cudagraphs"))
-            step = torch.compile(self._decode_step, mode=mode, fullgraph=True, dynamic=not static)
-            self._compiled_steps[mode] = step, static
+            self._compiled_steps[mode] = torch.compile(self._decode_step, mode=mode, fullgraph=True, dynamic=False)
         return self._compiled_steps[mode]
