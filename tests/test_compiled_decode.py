@@ -66,3 +66,18 @@ def test_pipeline_passes_the_compile_mode_and_rejects_an_unknown_one():
     assert torch.equal(compiled.images, eager)
     with pytest.raises(ValueError, match="compile_mode must be one of"):
         sample(tiny_transformer(), "fastest")
+
+
+def test_compiled_step_follows_the_weights():
+    """On a CPU the compiled step freezes the weights into its code: a second model of the same shapes, or a
+    weight changed in place, must still give that model's tokens."""
+    first, second = tiny_transformer(), tiny_transformer()
+    with torch.no_grad():
+        second.output.weight.mul_(-1)
+    for model in (first, second, first):
+        assert torch.equal(sample(model, "default", top_k=1), sample(model, None, top_k=1))
+    before = sample(first, "default", top_k=1)
+    with torch.no_grad():
+        first.output.weight.mul_(-1)  # in place: same tensor, same id
+    after = sample(first, "default", top_k=1)
+    assert not torch.equal(before, after) and torch.equal(after, sample(first, None, top_k=1))

@@ -370,6 +370,7 @@ class FVQTransformer(ModelMixin, ConfigMixin):
         self._weights_seen: tuple | None = None
         self._step_kernels: tuple | None = None  # ((rows, forced form), kernels) of the sequence being sampled
         self._compiled_steps: dict = {}  # torch.compile mode -> the compiled decode step
+        self._compiled_weights: tuple | None = None  # _weights_signature() when the steps were compiled
         self._init_weights(initializer_range)
 
     def _init_weights(self, std: float) -> None:
@@ -510,9 +511,14 @@ class FVQTransformer(ModelMixin, ConfigMixin):
         if h.shape[1] == 1 and not self.training and compile_mode is None:
             logits = self._decode_step(h[:, 0], start, cache, self._sequence_kernels(h.shape[0]))
         elif h.shape[1] == 1 and not self.training:
+            if start == 0:
+                self._check_compiled_weights()
             self._rope_on(h.device)  # outside the compiled code, which must not move the table
             position = torch.tensor([start], device=h.device)
-            logits = self.compiled_decode_step(compile_mode)(h[:, 0], position, cache, plain_linear)
+            step = self.compiled_decode_step(compile_mode)
+            # read when the step compiles (its first call); torch.compile's options= did not reach this setting
+            with torch._inductor.config.patch(freezing=h.device.type == "cpu"):
+                logits = step(h[:, 0], position, cache, plain_linear)
         else:
             logits = self._blocks(h, start, cache)[:, -1]
         cache.length = start + h.shape[1]
@@ -521,10 +527,15 @@ class FVQTransformer(ModelMixin, ConfigMixin):
     def _decode_linears(self) -> list[nn.Linear]:
         return [m for m in self.layers.modules() if isinstance(m, nn.Linear)] + [self.output]
 
+    def _weights_signature(self) -> tuple:
+        """The storage and version of every weight a decode step reads: it changes when they are moved, cast,
+        loaded or trained."""
+        return tuple((m.weight.data_ptr(), m.weight._version) for m in self._decode_linears())
+
     def _kernels_for(self, rows: int) -> DecodeKernels:
         """The decode kernels for ``rows`` rows, measured once per process (see ``decode_kernels``) and rebuilt
         when the weights change (moved, cast, loaded or trained: their storage or version differs)."""
-        weights = tuple((m.weight.data_ptr(), m.weight._version) for m in self._decode_linears())
+        weights = self._weights_signature()
         if weights != self._weights_seen:
             self._decode_kernels, self._weights_seen = {}, weights
         key = (rows, forced_form())
@@ -549,15 +560,24 @@ class FVQTransformer(ModelMixin, ConfigMixin):
             h = layer.decode(h, cos2, sin2, cache, i, position, kernels)
         return kernels(self.output, self.norm(h)).float()
 
+    def _check_compiled_weights(self) -> None:
+        """Compiled on a CPU, the step holds its own (frozen, prepacked) copy of the weights, which torch.compile
+        does not see change when a weight is modified in place: if they changed, compile again."""
+        weights = self._weights_signature()
+        if self._compiled_steps and weights != self._compiled_weights:
+            torch._dynamo.reset()  # every compiled function of the process: the next calls compile again
+            self._compiled_steps = {}
+        self._compiled_weights = weights
+
     def compiled_decode_step(self, mode: str = "default"):
         """The decode step through ``torch.compile(mode=mode)``, made once per mode and kept with the model.
 
         Its shapes never change from step to step: the position is a tensor and attention runs over the whole
         zero-filled cache under a mask (as LlamaGen's ``--compile`` does), so it compiles once per row count and
         dtype, and a CUDA-graph mode (``"reduce-overhead"``) can replay one graph for every step (untested: no
-        GPU was available; a CPU skips the graphs). Its tokens are the eager step's up to the order of
-        floating-point additions. Attention with a symbolic prefix length instead was ~5 % faster on GPT-B on
-        one CPU thread but compiled three graphs per row count (position 0, the last, the rest).
+        GPU was available; a CPU skips the graphs). On a CPU the weights are frozen into the compiled code
+        (inductor's ``freezing``), which lets it prepack them for its matrix kernels; this doubles the memory
+        they take. Its tokens are the eager step's up to the order of floating-point additions.
         """
         from torch._inductor import list_mode_options  # imported here: importing the compiler takes seconds
 
