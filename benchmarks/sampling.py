@@ -90,7 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--compile_modes",
         nargs="*",
-        default=["default"],
+        default=["default", "max-autotune-no-cudagraphs"],
         help="torch.compile modes of the decode step to time (none: no compiled rows)",
     )
     p.add_argument("--table", action="store_true", help="only print the table of every machine in --output")

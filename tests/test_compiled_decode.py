@@ -68,10 +68,11 @@ def test_pipeline_passes_the_compile_mode_and_rejects_an_unknown_one():
         sample(tiny_transformer(), "fastest")
 
 
-def test_compiled_step_follows_the_weights():
-    """On a CPU the compiled step freezes the weights into its code: a second model of the same shapes, or a
-    weight changed in place, must still give that model's tokens."""
-    first, second = tiny_transformer(), tiny_transformer()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_step_follows_the_weights(dtype):
+    """On a CPU the compiled step freezes bf16 weights into its code: a second model of the same shapes, or a
+    weight changed in place, must still give that model's tokens (greedy: bf16 and fp32 agree on this model)."""
+    first, second = tiny_transformer().to(dtype), tiny_transformer().to(dtype)
     with torch.no_grad():
         second.output.weight.mul_(-1)
     for model in (first, second, first):
