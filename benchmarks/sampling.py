@@ -13,6 +13,9 @@ method samples ``--num_tokens`` tokens per image with classifier-free guidance (
   (``fvq_hf.models.decode_kernels``); beside it the same call with each kernel form forced (``--form_batch_sizes``),
   so the calibration's choice can be checked against every form it chose between;
 - the same with bf16 weights (``model.to(torch.bfloat16)``), calibrated and each form forced (``--no-bf16`` skips);
+- each of these models with its decode step compiled (``generate(..., compile_mode=m)`` for every ``--compile_modes``
+  m; skipped where no C++ compiler is found). The first call compiles; its seconds are recorded beside the row
+  (``first_call_seconds``), the timed calls come after it;
 - recomputation: the plain loop this script writes, a full teacher-forcing ``forward`` over the class and every
   token sampled so far for each new token. Its cost grows with the prefix, so by default it is timed on every
   ``--uncached_stride``-th step (each at the midpoint of its group of prefix lengths) and summed with the group
@@ -59,6 +62,11 @@ METHODS = {
     "cache bf16:linear": "fvq_hf.generate, bf16 weights, F.linear (forced)",
     "cache bf16:weight_x_t": "fvq_hf.generate, bf16 weights, weight @ x.T (forced)",
     "cache bf16:packed": "fvq_hf.generate, bf16 weights, oneDNN prepacked (forced)",
+    **{
+        f"cache{dtype} compiled:{mode}": f"fvq_hf.generate{weights}, decode step torch.compile(mode={mode!r})"
+        for dtype, weights in (("", ""), (" bf16", ", bf16 weights"))
+        for mode in ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
+    },
     "recompute": "full forward over the prefix for every token (no cache)",
     "cache (weight @ x.T hard-wired)": "fvq_hf.generate before the calibration: every Linear as weight @ x.T",
     "llamagen": "LlamaGen's own generate() on the same weights",
@@ -79,6 +87,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--form_batch_sizes", type=int, nargs="*", default=[1], help="batch sizes at which every kernel form is timed"
     )
     p.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16-weight rows")
+    p.add_argument(
+        "--compile_modes",
+        nargs="*",
+        default=["default", "max-autotune-no-cudagraphs"],
+        help="torch.compile modes of the decode step to time (none: no compiled rows)",
+    )
     p.add_argument("--table", action="store_true", help="only print the table of every machine in --output")
     p.add_argument(
         "--uncached_stride",
@@ -228,13 +242,29 @@ def machine_key(info: dict) -> str:
     return f"{info.get('gpu') or info.get('cpu_model', info['processor'])} · {threads} thread{'s' * (threads != 1)}"
 
 
-def sampler(args, model, labels, form=None):
+def sampler(args, model, labels, form=None, compile_mode=None):
     def call():
         with decode_kernels.force_form(form):
             g = torch.Generator(str(model.device)).manual_seed(args.seed)
-            return generate(model, labels, args.guidance_scale, top_k=args.top_k, generator=g).flatten(1)
+            tokens = generate(
+                model, labels, args.guidance_scale, top_k=args.top_k, generator=g, compile_mode=compile_mode
+            )
+            return tokens.flatten(1)
 
     return call
+
+
+def can_compile(device: str) -> bool:
+    """Whether ``torch.compile`` can build here: on a CPU it needs a C++ compiler."""
+    if device != "cpu":
+        return True
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    try:
+        return bool(get_cpp_compiler())
+    except InvalidCxxCompiler:
+        return False
 
 
 def bench_batch(args, model, model_bf16, llamagen, labels, record) -> None:
@@ -249,6 +279,21 @@ def bench_batch(args, model, model_bf16, llamagen, labels, record) -> None:
         if batch in args.form_batch_sizes:
             for form in decode_kernels.available_forms(model_bf16.device, model_bf16.dtype):
                 methods[f"cache bf16:{form}"] = sampler(args, model_bf16, labels, form)
+    compile_modes = args.compile_modes if can_compile(device) else []
+    if args.compile_modes and not compile_modes:
+        print("  no C++ compiler found: the compiled rows are skipped")
+    first_calls = {}
+    for mode in compile_modes:
+        for dtype, m in (("", model), (" bf16", model_bf16)):
+            if m is not None:
+                name = f"cache{dtype} compiled:{mode}"
+                methods[name] = sampler(args, m, labels, compile_mode=mode)
+                _sync(device)
+                start = time.perf_counter()
+                methods[name]()  # compiles (or finds the graph compiled for another batch size)
+                _sync(device)
+                first_calls[name] = time.perf_counter() - start
+                print(f"  {device} batch {batch:>3} {name}: first call {first_calls[name]:.1f} s", flush=True)
     if llamagen is not None:
         ref, llamagen_generate = llamagen
 
@@ -278,6 +323,8 @@ def bench_batch(args, model, model_bf16, llamagen, labels, record) -> None:
         extra = {"same_tokens_as_cache": bool(torch.equal(tokens[name], tokens["cache"]))}
         if name == "cache":
             extra = {"tokens_checksum": int(tokens[name].sum())}
+        if name in first_calls:
+            extra["first_call_seconds"] = first_calls[name]
         record(batch, name, times[name], **extra)
 
     if args.uncached:

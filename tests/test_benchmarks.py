@@ -187,7 +187,8 @@ def run_sampling_benchmark(tmp_path, *flags):
 
 
 def test_sampling_benchmark_table_json_and_greedy_cache_equals_recomputation(tmp_path):
-    stdout, data = run_sampling_benchmark(tmp_path, "--batch_sizes", "1", "3", "--top_k", "1", "--uncached_stride", "1")
+    flags = ["--batch_sizes", "1", "3", "--top_k", "1", "--uncached_stride", "1", "--compile_modes", "default"]
+    stdout, data = run_sampling_benchmark(tmp_path, *flags)
     assert (
         "| machine | batch | method | s / batch | vs LlamaGen's loop | tokens/s |" in stdout
         and "tokens differ" not in stdout
@@ -207,6 +208,13 @@ def test_sampling_benchmark_table_json_and_greedy_cache_equals_recomputation(tmp
         assert abs(run["fraction_of_bound"] * run["seconds"] - run["bandwidth_bound_s"]) < 1e-9
     # greedy: the recomputation loop (the real one, stride 1) picks exactly the cache's tokens
     assert all(r["same_tokens_as_cache"] and not r["estimated"] for r in runs if r["method"] == "recompute")
+    # and so does the compiled decode step (fp32 and bf16), its first call (the compilation) recorded apart
+    compiled = [r for r in runs if "compiled" in r["method"]]
+    if "no C++ compiler found" not in stdout:
+        assert {(r["method"], r["batch_size"]) for r in compiled} == {
+            (m, b) for m in ("cache compiled:default", "cache bf16 compiled:default") for b in (1, 3)
+        }
+    assert all(r["same_tokens_as_cache"] and r["first_call_seconds"] > 0 for r in compiled)
 
 
 def test_sampling_benchmark_strided_recomputation_estimate(tmp_path):

@@ -247,6 +247,7 @@ class FVQPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("tokens",),
+        compile_mode: str | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Generate images of the given classes.
@@ -271,6 +272,9 @@ class FVQPipeline(DiffusionPipeline):
                 token, with ``callback_kwargs["tokens"]`` the (B, step + 1) tokens so far (raster order); it may
                 return a dict (ignored; tokens cannot be replaced mid-sample).
             callback_on_step_end_tensor_inputs (`list[str]`): Only ``"tokens"`` exists.
+            compile_mode (`str`, *optional*): None decodes eagerly with the kernels calibrated on this machine; a
+                ``torch.compile`` mode runs the decode step compiled (see ``fvq_hf.generate``). Speed only: the
+                tokens are the eager ones up to the order of floating-point additions.
 
         Returns:
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the images (or indices, for ``output_type="latent"``).
@@ -295,7 +299,9 @@ class FVQPipeline(DiffusionPipeline):
                 if callback_on_step_end is not None:
                     callback_on_step_end(self, step, step, {"tokens": tokens})
 
-            indices = generate(self.transformer, labels, generator=generator, callback=on_token, **settings)
+            indices = generate(
+                self.transformer, labels, generator=generator, callback=on_token, compile_mode=compile_mode, **settings
+            )
 
         if output_type == "latent":
             images = indices

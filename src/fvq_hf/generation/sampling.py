@@ -75,6 +75,7 @@ def generate(
     guidance_interval: int | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[int, torch.LongTensor], None] | None = None,
+    compile_mode: str | None = None,
 ) -> torch.LongTensor:
     """Sample one image's tokens per class label; returns a LongTensor (B, h, w) for the tokenizer to decode.
 
@@ -93,6 +94,10 @@ def generate(
         generator: the only source of randomness; a fixed seed gives the same tokens. With none, a fresh
             generator is seeded from the operating system; torch's global RNG is never touched.
         callback: called after each token as ``callback(t, tokens)`` with ``tokens`` (B, t + 1) sampled so far.
+        compile_mode: None runs the decode step eagerly, with the kernels calibrated on this machine; a
+            ``torch.compile`` mode (``"default"``, ``"max-autotune-no-cudagraphs"``, on a GPU ``"reduce-overhead"``)
+            runs it compiled (``FVQTransformer.compiled_decode_step``): the first call of a process compiles,
+            which takes far longer than it saves on one image.
     """
     _check_sampling(guidance_scale, temperature, top_k, top_p, guidance_interval)
     device = transformer.device
@@ -114,7 +119,7 @@ def generate(
     try:
         cache = transformer.new_cache(labels.shape[0])
         tokens = torch.empty(batch, num_tokens, dtype=torch.long, device=device)
-        logits = transformer.forward_cached(cache, class_labels=labels)
+        logits = transformer.forward_cached(cache, class_labels=labels, compile_mode=compile_mode)
         for t in range(num_tokens):
             if guided:
                 cond, uncond = logits.float().chunk(2)
@@ -128,7 +133,8 @@ def generate(
                 cache.keep_rows(slice(0, batch))  # guidance ends: the null-class rows are no longer needed
                 guided = False
             fed = tokens[:, t : t + 1]
-            logits = transformer.forward_cached(cache, input_ids=torch.cat([fed, fed]) if guided else fed)
+            ids = torch.cat([fed, fed]) if guided else fed
+            logits = transformer.forward_cached(cache, input_ids=ids, compile_mode=compile_mode)
     finally:
         transformer.train(was_training)
     return tokens.view(batch, transformer.grid_size, transformer.grid_size)
