@@ -1,9 +1,9 @@
 """The decode step's matrix products: a few rows times every weight, each with the kernel measured fastest here.
 
 A decode step multiplies a handful of rows (the batch, doubled under guidance) by every Linear weight of the model
-once, so it is bound by how fast a kernel streams a weight, and that depends on the CPU and its BLAS: on one 2-core
-VM ``weight @ x.T`` was 1.8× faster than ``F.linear``, on another 1.5–4.3× slower. So nothing here is chosen by
-CPU name. The first time a model decodes with a given number of rows on a device, ``DecodeKernels`` times every
+once, so it is bound by how fast a kernel streams a weight, and that depends on the CPU and its BLAS: the same
+form was the faster one on one 2-core VM and several times slower on another (the figures are in the README and
+``benchmarks/results/``). So nothing here is chosen by CPU name. The first time a model decodes with a given number of rows on a device, ``DecodeKernels`` times every
 form it can use on the model's own weights (one call per weight and form, in rotating order so no form always
 reads a weight the previous one just brought into cache: about two decode steps' worth of matrix products) and
 keeps, per weight shape and for the rest of the process, ``F.linear`` unless another form is clearly faster.

@@ -578,10 +578,9 @@ class FVQTransformer(ModelMixin, ConfigMixin):
         dtype, and a CUDA-graph mode (``"reduce-overhead"``) can replay one graph for every step (untested: no
         GPU was available; a CPU skips the graphs). On a CPU, bf16 / fp16 weights are frozen into the compiled
         code (inductor's ``freezing``), which lets it prepack them for its matrix kernels (a second copy of the
-        weights): on GPT-B, one thread of an AVX-512/AMX Xeon, ``"max-autotune-no-cudagraphs"`` then sampled
-        bf16 in 0.43× LlamaGen's fp32 loop against 0.57× eager; frozen fp32 was slower than eager (0.89× against
-        0.80×), so fp32 is not frozen. Its tokens are the eager step's up to the order of floating-point
-        additions.
+        weights). Frozen fp32 weights measured slower than eager on a CPU, so fp32 is not frozen; the figures
+        are ``benchmarks/sampling.py``'s (``--compile_modes``). Its tokens are the eager step's up to the order of
+        floating-point additions.
         """
         from torch._inductor import list_mode_options  # imported here: importing the compiler takes seconds
 
