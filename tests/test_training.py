@@ -396,13 +396,18 @@ train_tokenizer.main(sys.argv[1:])
 
 
 def _checkpoint(output_dir, step=1):
-    """Weights and Adam first moments (0.1 × the step's gradient after one step) of tokenizer and discriminator."""
+    """Weights and Adam first moments (0.1 × the step's gradient after one step) of tokenizer and discriminator.
+
+    The tokenizer is saved once, as its ``from_pretrained`` folder ``model/``; Accelerate's ``model.safetensors``
+    then holds the only other model, the discriminator."""
     folder = Path(output_dir) / "checkpoints" / f"checkpoint-{step}"
     moments = []
     for name in ("optimizer.bin", "optimizer_1.bin"):
         state = torch.load(folder / name, weights_only=True)["state"]
         moments.append([state[i]["exp_avg"] for i in sorted(state)])
-    return load_file(folder / "model.safetensors"), load_file(folder / "model_1.safetensors"), moments
+    assert not (folder / "model_1.safetensors").exists()  # the tokenizer is not stored a second time
+    tokenizer = load_file(folder / "model" / "diffusion_pytorch_model.safetensors")
+    return tokenizer, load_file(folder / "model.safetensors"), moments
 
 
 def _assert_same_gradients(a, b, ratio=1.0):
@@ -464,8 +469,7 @@ def _ema_and_weights(output_dir, step):
     folder = Path(output_dir) / "checkpoints" / f"checkpoint-{step}"
     states = [torch.load(path, weights_only=False) for path in sorted(folder.glob("custom_checkpoint_*.pkl"))]
     (ema,) = [s for s in states if isinstance(s, dict) and "shadow_params" in s]
-    model = FVQModel.from_pretrained(Path(output_dir) / "unfolded")
-    model.load_state_dict(load_file(folder / "model.safetensors"))
+    model = FVQModel.from_pretrained(folder / "model")  # the checkpoint's tokenizer, bridge unfolded
     return ema["shadow_params"], [p.detach() for p in model.parameters()]
 
 
