@@ -27,6 +27,7 @@ from conftest import small_model
 from PIL import Image
 from test_generation import tiny_pipeline
 
+from fvq_hf import FVQModel, MultiCodeFVQModel
 from fvq_hf.data import center_crop_resize, load_demo_photos, pil_to_tensor, tensor_to_pil
 from fvq_hf.space import (
     ImageInputError,
@@ -69,12 +70,15 @@ def make_space_models(folder: Path) -> dict[str, Path]:
 
 
 def write_config(folder: Path, models: dict[str, Path], missing: bool = True) -> Path:
-    """A models.yaml serving the tiny models, plus (``missing``) one tokenizer whose folder does not exist."""
+    """A models.yaml serving the tiny models (a ``multicode`` tokenizer too when ``models`` has one), plus
+    (``missing``) one tokenizer whose folder does not exist."""
     lines = [
         "tokenizers:",
         "  - name: tiny tokenizer",
         f"    path: {models['tokenizer']}",
     ]
+    if "multicode" in models:
+        lines += ["  - name: tiny VAR tokenizer", f"    path: {models['multicode']}"]
     if missing:
         lines += [
             "  - name: not trained yet",
@@ -230,6 +234,62 @@ def test_reconstruct_is_the_models_output(tmp_path):
     assert result.psnr == pytest.approx(10 * np.log10(255**2 / mse))
     assert result.token_map.size == (64, 64) and result.difference.size == (64, 64)
     assert result.stats()["tokens"] == [16, 16]
+
+
+def small_multicode_model(preset: str) -> MultiCodeFVQModel:
+    """An RQ-VAE (``rq-tiny``: 4 depths) or VAR (``var-tiny``: scales 1 … 8, 32 px) tokenizer with 64 codes (the
+    bridge's output layer not zero, as in ``small_model``, so that the codes differ)."""
+    torch.manual_seed(0)
+    return MultiCodeFVQModel.from_preset(
+        preset, codebook_size=64, codebook_dim=32, bridge="S/4", bridge_output_init_std=0.02
+    ).eval()
+
+
+@pytest.mark.parametrize("preset", ["rq-tiny", "var-tiny"])
+def test_reconstruct_shows_every_depth_or_scale_of_a_multi_code_tokenizer(tmp_path, preset):
+    model = small_multicode_model(preset)
+    image = Image.open(coffee(tmp_path))
+    result = reconstruct(model, image, 64)
+    side = 64 if preset == "rq-tiny" else 32  # VAR's tokenizer takes one size: its last scale × 4
+    assert result.input.size == (side, side)
+    if preset == "var-tiny":
+        assert any("works at 32 px only" in note for note in result.notes)
+    else:
+        assert result.notes == []
+    x = pil_to_tensor(center_crop_resize(image.convert("RGB"), side))[None]
+    with torch.no_grad():
+        indices = model.encode_indices(x)
+        expected = np.asarray(tensor_to_pil(model(x).sample)[0], dtype=int)
+        # the strip's k-th picture is the image decoded from the first k depths / scales only
+        if preset == "rq-tiny":
+            prefixes = [indices[..., :k] for k in range(1, 5)]
+        else:
+            prefixes = [indices[:, :end] for end in np.cumsum([pn * pn for pn in model.config.scales])]
+        steps = [model.decode_indices(prefix) for prefix in prefixes]
+    assert torch.equal(result.indices, indices[0])
+    assert np.abs(np.asarray(result.reconstruction, dtype=int) - expected).max() <= 1
+    levels = 4 if preset == "rq-tiny" else 6
+    assert len(result.levels) == levels
+    assert result.levels[0] == ("depth 1" if preset == "rq-tiny" else "1×1")
+    width = levels * side + 2 * (levels - 1)  # side by side, 2 px apart
+    assert result.token_map.size == result.coarse_to_fine.size == (width, side)
+    strip = np.asarray(result.coarse_to_fine, dtype=int)
+    panels = [strip[:, k * (side + 2) : k * (side + 2) + side] for k in range(levels)]
+    for panel, step in zip(panels, steps, strict=True):
+        assert np.abs(panel - np.asarray(tensor_to_pil(step)[0], dtype=int)).max() <= 1
+    assert np.abs(panels[-1] - np.asarray(result.reconstruction, dtype=int)).max() <= 1  # the last is the whole
+    assert not np.array_equal(panels[0], panels[-1])  # the first level alone is coarser
+    assert result.stats()["tokens"] == list(indices[0].shape) and result.stats()["levels"] == result.levels
+    assert result.tokens == ("16 × 16 × 4 (4 depths)" if preset == "rq-tiny" else "130 in 6 scales (1×1 … 8×8)")
+
+
+def test_the_registry_loads_whichever_tokenizer_a_folder_holds(tmp_path):
+    small_multicode_model("var-tiny").save_pretrained(tmp_path / "var")
+    small_model(codebook_size=64).save_pretrained(tmp_path / "single")
+    config = load_space_config(environ={"FVQ_SPACE_TOKENIZERS": f"var={tmp_path / 'var'},one={tmp_path / 'single'}"})
+    registry = ModelRegistry(config, device="cpu")
+    assert type(registry.tokenizer("var")) is MultiCodeFVQModel and type(registry.tokenizer("one")) is FVQModel
+    assert not registry.tokenizer("var").training
 
 
 def test_result_files_give_every_identical_result_a_complete_file_of_its_own(tmp_path):

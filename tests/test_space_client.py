@@ -13,9 +13,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_space import CARD_USAGE, coffee, make_bad_files, make_space_models, start_server, write_config
+from test_space import (
+    CARD_USAGE,
+    coffee,
+    make_bad_files,
+    make_space_models,
+    small_multicode_model,
+    start_server,
+    write_config,
+)
 
-from fvq_hf import FVQModel, FVQPipeline
+from fvq_hf import FVQModel, FVQPipeline, MultiCodeFVQModel
 from fvq_hf.data import center_crop_resize, pil_to_tensor, tensor_to_pil
 from fvq_hf.space.generation import enlarge_for_display
 
@@ -34,11 +42,18 @@ LOAD_TEST_SECONDS = 180
 def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("client")
     models = make_space_models(tmp / "models")
+    models["multicode"] = tmp / "models" / "var"
+    small_multicode_model("var-tiny").save_pretrained(models["multicode"])
     demo, url = start_server(write_config(tmp, models), device="cpu", concurrency_limit=CONCURRENCY, examples=[])
     pipe = FVQPipeline.from_pretrained(models["generator"])
     pipe.set_progress_bar_config(disable=True)
     yield SimpleNamespace(
-        demo=demo, url=url, tmp=tmp, tokenizer=FVQModel.from_pretrained(models["tokenizer"]).eval(), pipe=pipe
+        demo=demo,
+        url=url,
+        tmp=tmp,
+        tokenizer=FVQModel.from_pretrained(models["tokenizer"]).eval(),
+        multicode=MultiCodeFVQModel.from_pretrained(models["multicode"]).eval(),
+        pipe=pipe,
     )
     demo.close()
 
@@ -75,7 +90,7 @@ def test_every_api_endpoint(served):
     photo = coffee(served.tmp)
 
     # /reconstruct: the pictures and the numbers
-    crop, recon, difference, tokens, summary, stats = c.predict(
+    crop, recon, difference, tokens, coarse_to_fine, summary, stats = c.predict(
         handle_file(str(photo)), "tiny tokenizer", 64, api_name="/reconstruct"
     )
     assert_reconstruction(recon, expected_reconstruction(served.tokenizer, photo, 64))
@@ -83,6 +98,21 @@ def test_every_api_endpoint(served):
     assert Image.open(recon).format == "PNG"  # lossless, not gradio's default WebP
     assert stats["tokens"] == [16, 16] and stats["card_codebook_usage"] == CARD_USAGE and "PSNR" in summary
     assert 0 < stats["distinct_codes"] <= 64
+    # a single-code tokenizer has one level: the strip stays hidden
+    assert coarse_to_fine == {"__type__": "update", "visible": False, "value": None}
+    assert "Coarse to fine" not in summary
+
+    # a multi-code (VAR) tokenizer: its one size, a token map per scale and the coarse-to-fine strip
+    crop, recon, _, tokens, coarse_to_fine, summary, stats = c.predict(
+        handle_file(str(photo)), "tiny VAR tokenizer", 64, api_name="/reconstruct"
+    )
+    assert_reconstruction(recon, expected_reconstruction(served.multicode, photo, 32))
+    assert coarse_to_fine["visible"]
+    strip = np.asarray(Image.open(coarse_to_fine["value"]).convert("RGB"), dtype=int)
+    assert strip.shape == (32, 6 * 32 + 5 * 2, 3) and Image.open(tokens).size == (6 * 32 + 5 * 2, 32)
+    assert np.abs(strip[:, -32:] - expected_reconstruction(served.multicode, photo, 32)).max() <= 1
+    assert stats["tokens"] == [130] and stats["levels"][0] == "1×1" and "works at 32 px only" in summary
+    assert "130 in 6 scales (1×1 … 8×8)" in summary and "Coarse to fine" in summary
     bad = make_bad_files(served.tmp / "bad")
     with pytest.raises(AppError, match="is not an image this app can read"):
         c.predict(handle_file(str(bad["notes.png"][0])), "tiny tokenizer", 64, api_name="/reconstruct")

@@ -11,6 +11,7 @@ from .models import (
     FVQTransformerOutput,
     MultiCodeFVQModel,
     MultiCodeFVQModelOutput,
+    load_tokenizer,
 )
 from .quantization import (
     BRIDGE_PRESETS,
@@ -47,5 +48,6 @@ __all__ = [
     "VectorQuantizer",
     "__version__",
     "generate",
+    "load_tokenizer",
     "nearest_code",
 ]

@@ -2,12 +2,14 @@
 
 from .fvq_model import MODEL_PRESETS, FVQModel, FVQModelOutput
 from .fvq_transformer import TRANSFORMER_PRESETS, FVQTransformer, FVQTransformerOutput
+from .loading import TOKENIZER_CLASSES, load_tokenizer, tokenizer_class
 from .multicode_model import MULTICODE_PRESETS, QUANTIZER_TYPES, MultiCodeFVQModel, MultiCodeFVQModelOutput
 
 __all__ = [
     "MODEL_PRESETS",
     "MULTICODE_PRESETS",
     "QUANTIZER_TYPES",
+    "TOKENIZER_CLASSES",
     "TRANSFORMER_PRESETS",
     "FVQModel",
     "FVQModelOutput",
@@ -15,4 +17,6 @@ __all__ = [
     "FVQTransformerOutput",
     "MultiCodeFVQModel",
     "MultiCodeFVQModelOutput",
+    "load_tokenizer",
+    "tokenizer_class",
 ]

@@ -206,49 +206,109 @@ def psnr_uint8(image: Image.Image, reconstruction: Image.Image) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+def side_by_side(images: list[Image.Image], gap: int = 2) -> Image.Image:
+    """Pictures of one height in a row, ``gap`` white pixels apart."""
+    width = sum(image.width for image in images) + gap * (len(images) - 1)
+    strip = Image.new("RGB", (width, max(image.height for image in images)), (255, 255, 255))
+    x = 0
+    for image in images:
+        strip.paste(image.convert("RGB"), (x, 0))
+        x += image.width + gap
+    return strip
+
+
+def level_maps(model, indices: torch.Tensor) -> tuple[list[torch.Tensor], list[str]]:
+    """One image's codes as (h, w) index maps, one per depth (RQ-VAE) or scale (VAR), with their names; a
+    single-code tokenizer's (h, w) indices are one map."""
+    config = model.config
+    if getattr(config, "quantizer", None) == "residual":
+        return list(indices.unbind(-1)), [f"depth {i + 1}" for i in range(indices.shape[-1])]
+    if getattr(config, "quantizer", None) == "multiscale":
+        maps = [m[0] for m in model.quantize.unflatten_indices(indices[None])]
+        return maps, [f"{m.shape[0]}×{m.shape[1]}" for m in maps]
+    return [indices], [f"{indices.shape[0]}×{indices.shape[1]}"]
+
+
 @dataclass
 class Reconstruction:
     input: Image.Image  # the centre crop the model saw
     reconstruction: Image.Image
     difference: Image.Image  # heat map
-    token_map: Image.Image  # one coloured cell per token, scaled up to the image's size when it divides
-    indices: torch.Tensor  # (h, w) LongTensor
+    token_map: Image.Image  # one coloured cell per token, scaled up to the image's size; multi-code: one per level
+    indices: torch.Tensor  # (h, w); (h, w, depth) for RQ-VAE; VAR's flat (Σ pn²) token sequence
     psnr: float  # dB, of the 8-bit images shown
     distinct_codes: int
     codebook_size: int
+    levels: list[str] = field(default_factory=list)  # multi-code: the depths or scales, coarse to fine
+    coarse_to_fine: Image.Image | None = None  # multi-code: the decoded image after each level, side by side
+    notes: list[str] = field(default_factory=list)  # what the tokenizer changed in the request (its fixed size)
+
+    @property
+    def tokens(self) -> str:
+        """The token count as a reader wants it: 16 × 16; 8 × 8 × 4 (4 depths); 680 in 10 scales (1×1 … 16×16)."""
+        shape = " × ".join(str(n) for n in self.indices.shape)
+        if len(self.levels) > 1 and self.indices.ndim == 1:
+            return f"{self.indices.numel():,} in {len(self.levels)} scales ({self.levels[0]} … {self.levels[-1]})"
+        if len(self.levels) > 1:
+            return f"{shape} ({len(self.levels)} depths)"
+        return shape
 
     def stats(self) -> dict:
-        h, w = self.indices.shape
-        return {
+        stats = {
             "psnr_db": round(float(self.psnr), 3) if np.isfinite(self.psnr) else None,
-            "tokens": [h, w],
+            "tokens": list(self.indices.shape),
             "distinct_codes": self.distinct_codes,
             "codebook_size": self.codebook_size,
             "working_size": self.input.width,
         }
+        if len(self.levels) > 1:
+            stats["levels"] = self.levels
+        return stats
 
 
 @torch.no_grad()
 def reconstruct(model, image: Image.Image, size: int) -> Reconstruction:
     """Centre-crop ``image`` to ``size`` × ``size`` (rounded to a multiple of the model's downsampling), encode it
-    to indices and decode them: what ``FVQModel(images).sample`` gives, as 8-bit pictures with the stats."""
+    to indices and decode them: what the model's forward pass gives, as 8-bit pictures with the stats.
+
+    A multi-code tokenizer (``MultiCodeFVQModel``) also gives a token map per depth or scale and the coarse-to-fine
+    strip: the image decoded, at full size, from the codes of the first 1, 2, … levels. A multi-scale (VAR)
+    tokenizer works at its one size (its last scale × its downsampling), whatever ``size`` asks."""
     factor = model.downsample_factor
-    side = working_size(size, factor)
+    notes = []
+    if getattr(model.config, "quantizer", None) == "multiscale":
+        side = model.config.scales[-1] * factor
+        if working_size(size, factor) != side:
+            notes.append(f"this multi-scale tokenizer works at {side} px only, its last scale × its downsampling")
+    else:
+        side = working_size(size, factor)
     crop = center_crop_resize(image.convert("RGB"), side)
     device = next(model.parameters()).device
     x = pil_to_tensor(crop)[None].to(device)
     indices = model.encode_indices(x)
     decoded = model.decode_indices(indices)
     recon = tensor_to_pil(decoded.float().cpu())[0]
-    h = indices.shape[1]
-    cell = side // h if side % h == 0 else 1
+    codebook_size = int(model.config.codebook_size)
+    maps, levels = level_maps(model, indices[0].cpu())
+    pictures = []
+    for codes in maps:
+        cell = side // codes.shape[0] if side % codes.shape[0] == 0 else 1
+        picture = token_map(codes, codebook_size, cell)
+        pictures.append(picture if picture.size == (side, side) else picture.resize((side, side), Image.NEAREST))
+    strip = None
+    if len(maps) > 1:
+        steps = model.decode_coarse_to_fine(indices)
+        strip = side_by_side([tensor_to_pil(step.float().cpu())[0] for step in steps])
     return Reconstruction(
         input=crop,
         reconstruction=recon,
         difference=difference_map(crop, recon),
-        token_map=token_map(indices[0], model.config.codebook_size, cell),
+        token_map=pictures[0] if len(pictures) == 1 else side_by_side(pictures),
         indices=indices[0].cpu(),
         psnr=psnr_uint8(crop, recon),
         distinct_codes=int(indices.unique().numel()),
-        codebook_size=int(model.config.codebook_size),
+        codebook_size=codebook_size,
+        levels=levels if len(maps) > 1 else [],
+        coarse_to_fine=strip,
+        notes=notes,
     )

@@ -274,12 +274,13 @@ class ModelRegistry:
             return self._loaded[key]
 
     def tokenizer(self, name: str):
-        """The ``FVQModel`` called ``name``, in eval mode on the registry's device."""
-        from ..models import FVQModel
+        """The tokenizer called ``name`` (an ``FVQModel``, or a ``MultiCodeFVQModel`` for RQ-VAE and VAR), in eval
+        mode on the registry's device."""
+        from ..models import load_tokenizer
 
         def load(spec: ModelSpec):
             kwargs = {"subfolder": spec.subfolder} if spec.subfolder else {}
-            return FVQModel.from_pretrained(spec.source, **kwargs).to(self.device).eval()
+            return load_tokenizer(spec.source, **kwargs).to(self.device).eval()
 
         return self._load("tokenizers", name, load)
 

@@ -26,7 +26,8 @@ MIN_WORKING_SIZE, MAX_WORKING_SIZE, DEFAULT_WORKING_SIZE = 32, 512, 256
 CONCURRENCY_LIMIT = 2  # a free CPU Space has 2 vCPUs
 MAX_QUEUE = 32
 CSS = f"""
-#recon-input img, #recon-output img, #recon-difference img, #recon-tokens img, #gen-gallery img {{
+#recon-input img, #recon-output img, #recon-difference img, #recon-tokens img, #recon-coarse-to-fine img,
+#gen-gallery img {{
     image-rendering: pixelated;
 }}
 /* the gallery keeps its columns whatever the count: Gradio gives a lone sample the whole width, taller than the
@@ -101,15 +102,20 @@ def tokenizer_info(registry: ModelRegistry, name: str | None) -> str:
 
 
 def reconstruction_summary(result, usage: str, notes: list[str]) -> str:
-    h, w = result.indices.shape
     psnr = "∞ (identical)" if result.psnr == float("inf") else f"{result.psnr:.2f} dB"
     lines = [
         (
-            f"**PSNR** {psnr} at {result.input.width} × {result.input.height} px · **tokens** {h} × {w} · "
+            f"**PSNR** {psnr} at {result.input.width} × {result.input.height} px · **tokens** {result.tokens} · "
             f"**distinct codes** {result.distinct_codes:,} of {result.codebook_size:,} in this image · "
             f"**codebook usage on its evaluation set** {usage}"
         )
     ]
+    if result.levels:
+        lines.append(
+            f"**Coarse to fine**: the image decoded from the codes of the first 1, 2, … {len(result.levels)} "
+            f"{'scales' if result.indices.ndim == 1 else 'depths'} ({', '.join(result.levels)}), each at full size."
+        )
+    notes = [*notes, *result.notes]
     if notes:
         lines.append("Input: " + "; ".join(notes) + ".")
     return "\n\n".join(lines)
@@ -130,7 +136,8 @@ def build_demo(
     ``examples``: image files for the Examples row (default: the embedded demo photographs).
 
     Endpoints (``gradio_client``): ``/reconstruct`` (image file, tokenizer name, working size → input crop,
-    reconstruction, difference heat map, token map, summary Markdown, stats JSON), ``/generate`` (generator name,
+    reconstruction, difference heat map, token map, coarse-to-fine strip (multi-code tokenizers; else none),
+    summary Markdown, stats JSON), ``/generate`` (generator name,
     class, guidance, temperature, top-k, top-p, seed, number of images → gallery, status; streams previews),
     ``/tokenizer_info`` and ``/generator_classes`` (what the selectors update).
     """
@@ -171,7 +178,7 @@ def build_demo(
             **result.stats(),
             "tokenizer": tokenizer_name,
             "card_codebook_usage": card.usage if card else None,
-            "input_notes": loaded.notes,
+            "input_notes": loaded.notes + result.notes,
         }
         summary = reconstruction_summary(result, usage, loaded.notes)
         images = [
@@ -181,7 +188,11 @@ def build_demo(
                 ("input", "reconstruction", "difference", "tokens"),
             )
         ]
-        return (*images, summary, stats)
+        strip = result.coarse_to_fine
+        coarse = gr.Image(
+            value=result_files.save(strip, "coarse-to-fine") if strip is not None else None, visible=strip is not None
+        )
+        return (*images, coarse, summary, stats)
 
     progress_tracker = gr.Progress()
 
@@ -305,15 +316,26 @@ def build_demo(
                             interactive=False,
                             elem_id="recon-difference",
                         )
-                        tokens_out = gr.Image(label="Token map (one colour per code)", format="png",
-                                              interactive=False, elem_id="recon-tokens")  # fmt: skip
+                        tokens_out = gr.Image(
+                            label="Token map (one colour per code; one map per depth or scale)",
+                            format="png",
+                            interactive=False,
+                            elem_id="recon-tokens",
+                        )
+                    coarse_out = gr.Image(
+                        label="Coarse to fine (multi-code tokenizers): decoded after each depth or scale",
+                        format="png",
+                        interactive=False,
+                        visible=False,
+                        elem_id="recon-coarse-to-fine",
+                    )
                     summary_out = gr.Markdown(elem_id="recon-summary")
                     with gr.Accordion("Numbers (JSON)", open=False):
                         stats_out = gr.JSON(elem_id="recon-stats")
             recon_button.click(
                 on_reconstruct,
                 inputs=[image_in, tokenizer_dd, size_in],
-                outputs=[input_out, recon_out, diff_out, tokens_out, summary_out, stats_out],
+                outputs=[input_out, recon_out, diff_out, tokens_out, coarse_out, summary_out, stats_out],
                 api_name="reconstruct",
                 preprocess=False,  # the upload is opened by load_image, which checks it before decoding
             )
