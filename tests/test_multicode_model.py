@@ -191,3 +191,18 @@ def test_a_local_subfolder_loads_that_model_and_a_missing_one_says_so(tmp_path):
     assert MultiCodeFVQModel.from_pretrained(tmp_path / "run").config.folded
     with pytest.raises(FileNotFoundError, match="no subfolder 'unfoldd'.*unfolded"):
         MultiCodeFVQModel.from_pretrained(tmp_path / "run", subfolder="unfoldd")
+
+
+def test_load_tokenizer_gives_the_class_that_saved_the_folder_and_refuses_other_models(tmp_path):
+    from fvq_hf import FVQModel, FVQTransformer, load_tokenizer
+
+    torch.manual_seed(0)
+    MultiCodeFVQModel.from_preset("rq-tiny", codebook_size=64, codebook_dim=32).save_pretrained(tmp_path / "rq")
+    FVQModel.from_preset("tiny", codebook_size=64, codebook_dim=32).save_pretrained(tmp_path / "one")
+    rq, one = load_tokenizer(tmp_path / "rq"), load_tokenizer(tmp_path / "one")
+    assert type(rq) is MultiCodeFVQModel and rq.config.rq_depth == 4 and type(one) is FVQModel
+    FVQTransformer(vocab_size=16, num_classes=2, block_size=4, dim=32, n_layer=1, n_head=2).save_pretrained(
+        tmp_path / "gpt"
+    )
+    with pytest.raises(ValueError, match="holds a FVQTransformer, not an fvq_hf tokenizer"):
+        load_tokenizer(tmp_path / "gpt")
