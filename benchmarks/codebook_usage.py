@@ -1,6 +1,8 @@
 """Does the tokenizer really use every code? The same small image tokenizer with each projector, with and without annealing.
 
     python benchmarks/codebook_usage.py                                   # K = 4,096, d = 256: 9 runs, 24 min on 2 CPU cores
+    python benchmarks/codebook_usage.py --quantizer residual              # RQ-VAE, 4 codes per position (+ 1 reference run)
+    python benchmarks/codebook_usage.py --quantizer multiscale            # VAR, scales 1, 2, 3, 4, 6, 8 (+ 1 reference run)
     python benchmarks/codebook_usage.py --codebook_size 16384 --steps 600 --device cuda
     python benchmarks/codebook_usage.py --codebook_size 65536 --steps 1000 --device cuda
     python benchmarks/codebook_usage.py --projectors none vqbridge --no-without-annealing
@@ -17,6 +19,12 @@ before the last step measure usage on the cells only, which keeps the 9 runs wit
 Reported per run: usage on both, perplexity, PSNR, live bridge slots, slot restarts, seconds per training step.
 Prints a Markdown table, writes the JSON (a list of runs) and a plot of usage against step to
 ``benchmarks/results/``.
+
+``--quantizer residual`` / ``multiscale`` run the same comparison for the multi-code tokenizers (``rq-tiny``,
+``var-tiny``: one codebook shared by every depth or scale), and add the usage of each depth or scale. A scale of
+pn × pn codes over N images can use at most min(K, N·pn²) codes, so each level's usage is also given as a fraction
+of that bound: a small scale is not a collapse, a collapse at the small scales shows. One single-code VQBridge run
+(``tiny``, same data, seed and budget) is added as the reference for PSNR against tokens per image.
 
 Initialisation is the project's recipe for VQBridge (``--codebook_init_std``, ``--bridge_output_init_std``; see
 the README); the baselines keep VQGAN's uniform(−1/K, 1/K) (``--baseline_inits paper fair`` adds runs with the
@@ -47,7 +55,7 @@ from comparison import (
 from provenance import save_runs
 from torch.utils.data import DataLoader
 
-from fvq_hf import FVQModel
+from fvq_hf import FVQModel, LevelUsage, MultiCodeFVQModel
 from fvq_hf.data import DemoCropDataset, collate_images, demo_eval_samples
 from fvq_hf.evaluation import evaluate_tokenizer
 from fvq_hf.quantization import SlotRestart
@@ -57,6 +65,19 @@ from fvq_hf.training import get_scheduler
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--projectors", nargs="+", default=PROJECTORS, choices=PROJECTORS)
+    p.add_argument(
+        "--quantizer",
+        default="single",
+        choices=list(TOKENIZER_PRESETS),
+        help="single (one code per position), residual (RQ-VAE) or multiscale (VAR); multi-code adds per-level usage",
+    )
+    p.add_argument("--rq_depth", type=int, default=4, help="codes per position of the residual quantizer")
+    p.add_argument(
+        "--scales",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        default=(1, 2, 3, 4, 6, 8),
+        help="token-map sides of the multi-scale quantizer, comma separated, the last = resolution / 4",
+    )
     p.add_argument(
         "--no-without-annealing",
         dest="without_annealing",
@@ -102,14 +123,65 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--output",
-        default=os.path.join(os.path.dirname(__file__), "results", "codebook_usage"),
-        help="path without extension for .json and .png",
+        default=None,
+        help="path without extension for .json and .png (default: results/codebook_usage[_residual|_multiscale])",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.output is None:
+        suffix = "" if args.quantizer == "single" else f"_{args.quantizer}"
+        args.output = os.path.join(os.path.dirname(__file__), "results", f"codebook_usage{suffix}")
+    if args.quantizer == "multiscale" and args.scales[-1] * 4 != args.resolution:
+        p.error(
+            f"--scales ends at {args.scales[-1]}, but --resolution {args.resolution} gives {args.resolution // 4} "
+            f"tokens a side at 4× downsampling: make the last scale {args.resolution // 4}"
+        )
+    return args
+
+
+# the CPU-sized tokenizer of each kind: 4× downsampling, 8 × 8 positions at 32 px
+TOKENIZER_PRESETS = {"single": "tiny", "residual": "rq-tiny", "multiscale": "var-tiny"}
+
+
+def build_tokenizer(quantizer: str, args, **config) -> FVQModel | MultiCodeFVQModel:
+    if quantizer == "single":
+        return FVQModel.from_preset("tiny", **config)
+    extra = {"rq_depth": args.rq_depth} if quantizer == "residual" else {"scales": args.scales}
+    return MultiCodeFVQModel.from_preset(TOKENIZER_PRESETS[quantizer], **config, **extra)
+
+
+def tokens_per_image(model, resolution: int) -> int:
+    side = resolution // model.downsample_factor
+    if getattr(model.config, "quantizer", None) == "residual":
+        return side * side * model.config.rq_depth
+    if getattr(model.config, "quantizer", None) == "multiscale":
+        return sum(pn * pn for pn in model.config.scales)
+    return side * side
+
+
+@torch.no_grad()
+def level_usage(model: MultiCodeFVQModel, loader: DataLoader) -> list[dict]:
+    """Usage of each depth or scale on a held-out set, with the most codes that level could use there."""
+    was_training = model.training
+    model.eval()
+    usage, images = LevelUsage(model.config.codebook_size, model.num_levels), 0
+    for batch in loader:
+        pixels = batch["pixel_values"].to(next(model.parameters()).device)
+        usage.update(model.quantize.level_indices(model.encode_indices(pixels)))
+        images += pixels.shape[0]
+    model.train(was_training)
+    side = loader.dataset.resolution // model.downsample_factor
+    sides = model.config.scales if model.config.quantizer == "multiscale" else [side] * model.config.rq_depth
+    levels = []
+    for stats, pn in zip(usage.compute()[1], sides, strict=True):
+        bound = min(model.config.codebook_size, images * pn * pn)
+        level = {"tokens_per_image": pn * pn, "used_codes": stats.used_codes, "usage": stats.usage}
+        levels.append({**level, "bound": bound, "of_bound": stats.used_codes / bound})
+    return levels
 
 
 def evaluate(model: FVQModel, heldout: dict[str, DataLoader], psnr_samples: int | None = None) -> dict:
-    """Usage, perplexity, PSNR and live slots on each held-out set: ``usage`` (the cells), ``unseen_usage``, …
+    """Usage, perplexity, PSNR and live slots on each held-out set: ``usage`` (the cells), ``unseen_usage``, …;
+    for a multi-code tokenizer also ``levels`` / ``unseen_levels``, the usage of each depth or scale.
 
     ``psnr_samples=None``: usage on the cells only, nothing decoded (a point of the curve)."""
     numbers = {}
@@ -129,17 +201,27 @@ def evaluate(model: FVQModel, heldout: dict[str, DataLoader], psnr_samples: int 
                 f"{prefix}slots": result.extra.get("slots"),
             }
         )
+        if not curve_point and isinstance(model, MultiCodeFVQModel):
+            numbers[f"{prefix}levels"] = level_usage(model, loader)
     return numbers
 
 
 def run_one(
-    projector: str, annealing: bool, args, heldout: dict[str, DataLoader], baseline_init: str, restart: bool
+    projector: str,
+    annealing: bool,
+    args,
+    heldout: dict[str, DataLoader],
+    baseline_init: str,
+    restart: bool,
+    quantizer: str | None = None,
 ) -> dict:
+    quantizer = quantizer or args.quantizer
     bridge = BRIDGE_FOR_SIZE.get(args.codebook_size, "L/4")  # smaller K: keep p = 4
     init_std = raw_codebook_init_std(projector, args.codebook_init_std, baseline_init)
     torch.manual_seed(args.seed)
-    model = FVQModel.from_preset(
-        "tiny",
+    model = build_tokenizer(
+        quantizer,
+        args,
         codebook_size=args.codebook_size,
         codebook_dim=args.codebook_dim,
         projector=projector,
@@ -186,6 +268,10 @@ def run_one(
     final = curve[-1]
     return {
         "benchmark": "codebook_usage",
+        "quantizer": quantizer,
+        "single_code_reference": quantizer != args.quantizer,
+        "tokenizer_preset": TOKENIZER_PRESETS[quantizer],
+        "tokens_per_image": tokens_per_image(model, args.resolution),
         "projector": projector,
         "annealing": annealing,
         "codebook_size": args.codebook_size,
@@ -198,7 +284,7 @@ def run_one(
         "steps": args.steps,
         **{key: value for key, value in final.items() if key not in ("step", "train_loss")},
         "seconds_per_step": train_seconds / args.steps,
-        "heldout_tokens_per_set": args.eval_samples * (args.resolution // 4) ** 2,
+        "heldout_tokens_per_set": args.eval_samples * tokens_per_image(model, args.resolution),
         "psnr_crops_per_set": min(args.psnr_samples, args.eval_samples),
         "curve": curve,
     }
@@ -225,6 +311,18 @@ def plot(runs: list[dict], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def level_text(run: dict) -> str:
+    """Each level's used codes as a fraction of the most it could use there: ``1×1 100%, …`` (RQ-VAE: depths)."""
+    if "levels" not in run:
+        return "–"
+    multiscale = run["quantizer"] == "multiscale"
+    names = [
+        f"{round(level['tokens_per_image'] ** 0.5)}²" if multiscale else f"d{i + 1}"
+        for i, level in enumerate(run["levels"])
+    ]
+    return ", ".join(f"{name} {level['of_bound']:.0%}" for name, level in zip(names, run["levels"], strict=True))
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     if args.eval_samples is None:
@@ -238,15 +336,20 @@ def main(argv=None) -> list[dict]:
         for name, split in (("parts", "parts"), ("unseen", "heldout"))
     }
     restart = args.slot_restart_steps > 0
-    plan = [(p, init, restart) for p, init in run_plan(args.projectors, args.baseline_inits)]
+    # (projector, baseline init, slot restart, tokenizer kind) of every run
+    plan = [(p, init, restart, args.quantizer) for p, init in run_plan(args.projectors, args.baseline_inits)]
     # with annealing only: one VQBridge run without restart, the paper's recipe exactly
     paper_bridge = (
-        [("vqbridge", "recipe", False)] if restart and args.without_restart and "vqbridge" in args.projectors else []
+        [("vqbridge", "recipe", False, args.quantizer)]
+        if restart and args.without_restart and "vqbridge" in args.projectors
+        else []
     )
+    # a multi-code comparison ends with the single-code VQBridge run, its PSNR at fewer tokens per image beside
+    reference = [("vqbridge", "recipe", restart, "single")] if args.quantizer != "single" else []
     runs = []
     for annealing in [True, False] if args.without_annealing else [True]:
-        for projector, baseline_init, with_restart in plan + (paper_bridge if annealing else []):
-            run = run_one(projector, annealing, args, heldout, baseline_init, with_restart)
+        for projector, baseline_init, with_restart, kind in plan + (paper_bridge + reference if annealing else []):
+            run = run_one(projector, annealing, args, heldout, baseline_init, with_restart, quantizer=kind)
             runs.append(run)
             slots = f", slots {slots_text(run)}" if run["live_slots"] is not None else ""
             print(
@@ -256,15 +359,22 @@ def main(argv=None) -> list[dict]:
                 flush=True,
             )
 
+    multicode = args.quantizer != "single"
     print_table(
         runs,
         [
+            *(
+                [("tokenizer", lambda r: f"{r['tokenizer_preset']}, {r['tokens_per_image']} tokens")]
+                if multicode
+                else []
+            ),
             ("projector", run_label),
             ("annealing", lambda r: "yes" if r["annealing"] else "no"),
             ("usage, held-out cells", lambda r: f"{r['usage']:.2%}"),
             ("used codes", lambda r: f"{r['used_codes']:,}"),
             ("live slots", slots_text),
             ("usage, unseen photos", lambda r: f"{r['unseen_usage']:.2%}"),
+            *([("per depth / scale, held-out cells (of its bound)", level_text)] if multicode else []),
             ("perplexity", lambda r: f"{r['perplexity']:,.0f}"),
             ("PSNR (dB)", lambda r: f"{r['psnr']:.2f}"),
             ("slot restarts", lambda r: "–" if r["slot_restarts"] is None else str(r["slot_restarts"])),

@@ -70,6 +70,8 @@ def run_label(run: dict) -> str:
         label += f", {run['codebook_init']}"
     if run.get("slot_restart") is False:
         label += ", no slot restart"
+    if run.get("single_code_reference"):
+        label += f", single-code {run['tokenizer_preset']}"
     return label
 
 
@@ -85,6 +87,7 @@ def plot_curve(ax, run: dict) -> None:
         color=COLOURS[run["projector"]],
         linestyle="-" if run["annealing"] else "--",
         alpha=0.55 if run.get("baseline_init") == "fair" or run.get("slot_restart") is False else 1.0,
+        linewidth=3 if run.get("single_code_reference") else 1.5,
     )
 
 

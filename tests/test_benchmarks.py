@@ -78,6 +78,44 @@ def test_codebook_scaling_writes_a_list_of_runs_and_a_plot(tmp_path):
     assert out.with_suffix(".png").stat().st_size > 1000
 
 
+@pytest.mark.parametrize("quantizer", ["residual", "multiscale"])
+def test_codebook_usage_of_multi_code_tokenizers_reports_each_level_against_its_bound(tmp_path, quantizer):
+    out = tmp_path / quantizer
+    args = ["--quantizer", quantizer, "--projectors", "none", "vqbridge", "--no-without-annealing", "--no-restart-too"]
+    args += ["--rq_depth", "3"] if quantizer == "residual" else ["--scales", "1,2,4"]
+    small = ["--codebook_size", "256", "--codebook_dim", "16", "--resolution", "16", "--batch_size", "4"]
+    small += ["--steps", "2", "--eval_every", "2", "--eval_samples", "8", "--output", str(out)]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "codebook_usage.py"), *args, *small],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "per depth / scale, held-out cells (of its bound)" in result.stdout
+    runs = json.loads(out.with_suffix(".json").read_text())
+    # none and VQBridge over the multi-code tokenizer, then the single-code VQBridge reference
+    assert [(r["quantizer"], r["projector"]) for r in runs] == [
+        (quantizer, "none"),
+        (quantizer, "vqbridge"),
+        ("single", "vqbridge"),
+    ]
+    sides = [4, 4, 4] if quantizer == "residual" else [1, 2, 4]
+    assert runs[0]["tokens_per_image"] == sum(side * side for side in sides)
+    assert runs[2]["tokens_per_image"] == 16 and runs[2]["single_code_reference"] and "levels" not in runs[2]
+    for run in runs[:2]:
+        for prefix in ("", "unseen_"):
+            levels = run[f"{prefix}levels"]
+            # 8 crops per set: a level of pn × pn codes can use at most min(256, 8·pn²) codes
+            assert [level["bound"] for level in levels] == [min(256, 8 * side * side) for side in sides]
+            for level in levels:
+                assert 1 <= level["used_codes"] <= level["bound"]
+                assert level["of_bound"] == level["used_codes"] / level["bound"]
+            # a code is used overall when any level chose it
+            used = [level["used_codes"] for level in levels]
+            assert max(used) <= run[f"{prefix}used_codes"] <= sum(used)
+    assert runs[1]["slots"] == 16
+
+
 def test_codebook_usage_trains_every_projector_and_schedule_on_demo_photos(tmp_path):
     out = tmp_path / "usage"
     result = subprocess.run(
