@@ -50,7 +50,7 @@ def converted_tokenizer_card(result, saved, output_dir: str, to: str, repo_id: s
         )
         library = "diffusers"
     elif multicode:
-        saved_as = f"a `MultiCodeFVQModel` ({multicode}), " + (
+        saved_as = "a `MultiCodeFVQModel`, " + (
             "folded: one plain codebook, no projector"
             if folded_now or c.projector == "none"
             else f"unfolded: raw codebook + projector {projector_description(c)}, ready to fine-tune"
@@ -104,6 +104,7 @@ def converted_tokenizer_card(result, saved, output_dir: str, to: str, repo_id: s
         l2_normalize=c.get("l2_normalize", False),
         codebook_init_l2=c.get("codebook_init_l2", False),
         quantizer=multicode,
+        fixed_size=c.sample_size if c.get("quantizer") == "multiscale" else None,
         projector=projector,
         condition_row=condition_row,
         block_out_channels=tuple(c.block_out_channels),
@@ -116,12 +117,15 @@ def converted_tokenizer_card(result, saved, output_dir: str, to: str, repo_id: s
 def _multicode_description(c) -> str | None:
     """The quantizer of a multi-code tokenizer in words (``None`` for a single-code one)."""
     if c.get("quantizer") == "residual":
-        return f"residual quantizer (RQ-VAE), depth {c.rq_depth}: {c.rq_depth} codes per position"
+        return (
+            f"residual quantizer (RQ-VAE), depth {c.rq_depth}: {c.rq_depth} codes per position, every depth looking "
+            "up the one codebook"
+        )
     if c.get("quantizer") == "multiscale":
         tokens = sum(pn * pn for pn in c.scales)
         return (
             f"multi-scale quantizer (VAR), scales {', '.join(map(str, c.scales))} ({tokens} tokens), "
-            f"{c.num_phi} φ convolutions of ratio {c.phi_ratio}"
+            f"{c.num_phi} φ convolutions of ratio {c.phi_ratio}, every scale looking up the one codebook"
         )
     return None
 
