@@ -14,8 +14,8 @@
 Tokenizers: the LlamaGen training layout or a plain state dict, with or without FVQ's VQBridge; ``args.QB_type``
 gives the bridge's heads. Multi-code tokenizers (``MultiCodeFVQModel`` folders): FVQ's RQ-VAE with
 ``--quantizer residual`` (its tensors and args are those of a single-code file), FVQ's VAR tokenizer and VAR's own
-release by their tensors (VAR's layout). GPTs: LlamaGen's c2i checkpoints; the heads come from ``args.gpt_model`` or from the
-tensors' width and depth (every model of LlamaGen's ``GPT_models``), else ``--num-heads``. Files are opened with
+release by their tensors (VAR's layout). GPTs: LlamaGen's c2i checkpoints; the heads come from ``args.gpt_model``
+or from the tensors' width and depth (every model of LlamaGen's ``GPT_models``), else ``--num-heads``. Files are opened with
 ``torch.load(weights_only=True)`` (only argparse's ``Namespace`` beyond tensors and containers) or safetensors;
 every key is carried over or named as skipped, and an unknown, missing or mis-shaped key stops with its name.
 """
@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="fvq-convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "src", help="official FVQ / LlamaGen tokenizer, or LlamaGen c2i GPT, checkpoint (.pt, .pth, .safetensors)"
+        "src",
+        help="official FVQ / LlamaGen / VAR tokenizer, or LlamaGen c2i GPT, checkpoint (.pt, .pth, .safetensors)",
     )
     parser.add_argument("dst", help="output folder")
     parser.add_argument(
