@@ -186,6 +186,12 @@ def test_content_errors_name_the_problem_and_the_fix(tmp_path):
         with pytest.raises(ConversionError, match=words) as caught:
             convert_residual_checkpoint(SourceCheckpoint("x.pt", state, dict(RQ_ARGS)))
         assert "without --quantizer residual" in str(caught.value)
+    state = make_official_state_dict(**RQ_TINY, bridge="lin1", seed=7)
+    with pytest.raises(ConversionError, match="is_uncondition = False") as caught:
+        convert_residual_checkpoint(
+            SourceCheckpoint("x.pt", state, {**RQ_ARGS, "QB_type": "Qbridge-lin/1", "is_uncondition": False})
+        )
+    assert "without --quantizer residual" in str(caught.value)
     # LlamaGen's cosine lookup is not a residual quantizer's
     plain = make_official_state_dict(**RQ_TINY, seed=8)
     with pytest.raises(ConversionError, match="Drop --l2-normalize"):

@@ -53,6 +53,8 @@ def could_be_rqvae(source: SourceCheckpoint) -> bool:
     state, q = source.state_dict, "quantize.qbridge."
     if not (any(k.startswith(q) for k in state) or source.args.get("QB_type") is not None):
         return False
+    if source.args.get("is_uncondition") is False:
+        return False  # the RQ-VAE's forward has no conditional path: it cannot have trained without the flag
     if f"{q}x_embedder.proj.weight" in state and f"{q}pos_embed" not in state:
         return False  # ViT-flavoured: the RQ-VAE code builds the DiT-flavoured bridge
     table = state.get(f"{q}y_embedder.embedding_table.weight")
@@ -94,6 +96,12 @@ def convert_residual_checkpoint(source: SourceCheckpoint, rq_depth: int | None =
         raise ConversionError(
             f"{source.path!r} has VAR's layout (encoder.down.*, quantize.quant_resi.*): it is a multi-scale "
             "tokenizer, not an RQ-VAE. Convert it with --quantizer multiscale (or without --quantizer)."
+        )
+    if source.args.get("is_uncondition") is False:
+        raise ConversionError(
+            f"{source.path!r}: args.is_uncondition = False, but the official RQ-VAE's forward pass only runs with "
+            "--is_uncondition (it has no conditional path), so it cannot have trained this file: this looks like a "
+            "single-code checkpoint. Convert it without --quantizer residual."
         )
     q = "quantize.qbridge."
     if f"{q}x_embedder.proj.weight" in source.state_dict and f"{q}pos_embed" not in source.state_dict:
