@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -318,3 +319,193 @@ def reference_reconstruct(sd, x, l2_normalize=False, bridge_heads=OFFICIAL_HEADS
     b, _, h, w = z.shape
     quantized = codebook[indices].reshape(b, h, w, -1).permute(0, 3, 1, 2)
     return indices.reshape(b, h, w), reference_decode(sd, quantized), codebook
+
+
+# --------------------------------------------------------------------------- multi-code layouts (FVQ RQ-VAE, VAR)
+# FVQ's RQ-VAE writes the single-code layout above (its bridge the DiT flavour with a 1-row label table); its depth
+# is a constant of the model code. VAR's VQVAE (FVQ's VAR tokenizer and VAR's own release) has its own layout:
+# ``encoder.down.{i}.block.{j}`` / ``.attn.{j}`` (attention with one fused 1×1 ``qkv`` of 3C rows, q first, then
+# k, v), ``encoder.mid.{block_1,attn_1,block_2}``, 3×3 ``quant_conv`` / ``post_quant_conv``, the decoder's
+# ``up.{i}`` numbered from the highest resolution, ``quantize.quant_resi.qresi_ls.{k}`` (4 φ shared over the
+# scales; ``quant_resi.qresi`` when one is shared by all, ``quant_resi.{k}`` when each scale has its own) and the
+# ``quantize.ema_vocab_hit_SV`` usage buffer, one row per scale. FVQ's VAR adds ``quantize.qbridge.*`` (DiT flavour,
+# 1-row table) and ``quantize.codebook_used``.
+def make_var_state_dict(
+    ch=160,
+    ch_mult=(1, 1, 2, 2, 4),
+    num_res_blocks=2,
+    z_channels=32,
+    codebook_size=4096,
+    num_scales=10,
+    phi="partial",  # "partial" (qresi_ls.k), "shared" (qresi) or "each" (k)
+    num_phi=4,
+    bridge=False,  # FVQ's VAR: a DiT-flavoured bridge with a 1-row label table
+    bridge_hidden=256,
+    bridge_patch=4,
+    bridge_depth=2,
+    seed=0,
+) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+    levels = len(ch_mult)
+
+    def attn(name, c):
+        _norm(sd, f"{name}.norm", c, g)
+        _conv(sd, f"{name}.qkv", c, 3 * c, 1, g)
+        _conv(sd, f"{name}.proj_out", c, c, 1, g)
+
+    _conv(sd, "encoder.conv_in", 3, ch, 3, g)
+    block_in = ch
+    for i in range(levels):
+        block_out = ch * ch_mult[i]
+        for j in range(num_res_blocks):
+            _res(sd, f"encoder.down.{i}.block.{j}", block_in, block_out, g)
+            block_in = block_out
+            if i == levels - 1:
+                attn(f"encoder.down.{i}.attn.{j}", block_in)
+        if i != levels - 1:
+            _conv(sd, f"encoder.down.{i}.downsample.conv", block_in, block_in, 3, g)
+    _res(sd, "encoder.mid.block_1", block_in, block_in, g)
+    attn("encoder.mid.attn_1", block_in)
+    _res(sd, "encoder.mid.block_2", block_in, block_in, g)
+    _norm(sd, "encoder.norm_out", block_in, g)
+    _conv(sd, "encoder.conv_out", block_in, z_channels, 3, g)
+    _conv(sd, "quant_conv", z_channels, z_channels, 3, g)
+    sd["quantize.embedding.weight"] = torch.randn(codebook_size, z_channels, generator=g)
+    sd["quantize.ema_vocab_hit_SV"] = torch.rand(num_scales, codebook_size, generator=g)
+    names = {"partial": [f"qresi_ls.{k}" for k in range(num_phi)], "shared": ["qresi"]}
+    for name in names.get(phi, [str(k) for k in range(num_phi)]):
+        _conv(sd, f"quantize.quant_resi.{name}", z_channels, z_channels, 3, g)
+    _conv(sd, "post_quant_conv", z_channels, z_channels, 3, g)
+    block_in = ch * ch_mult[-1]
+    _conv(sd, "decoder.conv_in", z_channels, block_in, 3, g)
+    _res(sd, "decoder.mid.block_1", block_in, block_in, g)
+    attn("decoder.mid.attn_1", block_in)
+    _res(sd, "decoder.mid.block_2", block_in, block_in, g)
+    for i in reversed(range(levels)):
+        block_out = ch * ch_mult[i]
+        for j in range(num_res_blocks + 1):
+            _res(sd, f"decoder.up.{i}.block.{j}", block_in, block_out, g)
+            block_in = block_out
+            if i == levels - 1:
+                attn(f"decoder.up.{i}.attn.{j}", block_in)
+        if i != 0:
+            _conv(sd, f"decoder.up.{i}.upsample.conv", block_in, block_in, 3, g)
+    _norm(sd, "decoder.norm_out", block_in, g)
+    _conv(sd, "decoder.conv_out", block_in, 3, 3, g)
+    if bridge:
+        sd["quantize.codebook_used"] = torch.randint(0, codebook_size, (65536,), generator=g).float()
+        bridged = make_official_state_dict(
+            ch=32,
+            ch_mult=(1,),
+            num_res_blocks=1,
+            z_channels=32,
+            codebook_size=codebook_size,
+            codebook_dim=z_channels,
+            bridge="dit",
+            bridge_hidden=bridge_hidden,
+            bridge_patch=bridge_patch,
+            bridge_depth=bridge_depth,
+            label_rows=1,
+            seed=seed + 1,
+        )
+        sd.update({k: v for k, v in bridged.items() if k.startswith("quantize.qbridge.")})
+    return sd
+
+
+def _var_attn_fwd(sd, name, x):
+    h = _gn(sd, f"{name}.norm", x)
+    q, k, v = _c(sd, f"{name}.qkv", h).chunk(3, dim=1)
+    b, c, hh, ww = q.shape
+    weights = torch.softmax(torch.bmm(q.reshape(b, c, -1).permute(0, 2, 1), k.reshape(b, c, -1)) * c**-0.5, dim=2)
+    out = torch.bmm(v.reshape(b, c, -1), weights.permute(0, 2, 1)).reshape(b, c, hh, ww)
+    return x + _c(sd, f"{name}.proj_out", out)
+
+
+def _var_level_fwd(sd, prefix, h):
+    blocks = len({k.split(".")[4] for k in sd if k.startswith(f"{prefix}.block.")})
+    for j in range(blocks):
+        h = _res_fwd(sd, f"{prefix}.block.{j}", h)
+        if f"{prefix}.attn.{j}.qkv.weight" in sd:
+            h = _var_attn_fwd(sd, f"{prefix}.attn.{j}", h)
+    return h
+
+
+def _var_mid_fwd(sd, part, h):
+    h = _res_fwd(sd, f"{part}.mid.block_1", h)
+    return _res_fwd(sd, f"{part}.mid.block_2", _var_attn_fwd(sd, f"{part}.mid.attn_1", h))
+
+
+def reference_var_encode(sd, x):
+    levels = len({k.split(".")[2] for k in sd if k.startswith("encoder.down.")})
+    h = _c(sd, "encoder.conv_in", x, padding=1)
+    for i in range(levels):
+        h = _var_level_fwd(sd, f"encoder.down.{i}", h)
+        if i != levels - 1:
+            h = _c(sd, f"encoder.down.{i}.downsample.conv", F.pad(h, (0, 1, 0, 1)), stride=2)
+    h = _c(sd, "encoder.conv_out", F.silu(_gn(sd, "encoder.norm_out", _var_mid_fwd(sd, "encoder", h))), padding=1)
+    return _c(sd, "quant_conv", h, padding=1)
+
+
+def reference_var_decode(sd, f_hat):
+    levels = len({k.split(".")[2] for k in sd if k.startswith("decoder.up.")})
+    h = _c(sd, "decoder.conv_in", _c(sd, "post_quant_conv", f_hat, padding=1), padding=1)
+    h = _var_mid_fwd(sd, "decoder", h)
+    for i in reversed(range(levels)):
+        h = _var_level_fwd(sd, f"decoder.up.{i}", h)
+        if i != 0:
+            h = _c(sd, f"decoder.up.{i}.upsample.conv", F.interpolate(h, scale_factor=2.0, mode="nearest"), padding=1)
+    return _c(sd, "decoder.conv_out", F.silu(_gn(sd, "decoder.norm_out", h)), padding=1)
+
+
+def _var_phi(sd, si, num_scales, x, ratio=0.5):
+    """VAR's φ of scale ``si``: its sharing scheme read from the keys, its choice by VAR's nearest-tick rule."""
+    q = "quantize.quant_resi"
+    if f"{q}.qresi.weight" in sd:
+        name = f"{q}.qresi"
+    else:
+        shared = f"{q}.qresi_ls.0.weight" in sd
+        count = len({k.split(".")[-2] for k in sd if k.startswith(f"{q}.qresi_ls." if shared else f"{q}.")})
+        margin = 1 / 3 / count if count == 4 else 1 / 2 / count
+        ticks = np.linspace(margin, 1 - margin, count)
+        k = int(np.argmin(np.abs(ticks - si / (num_scales - 1))))
+        name = f"{q}.qresi_ls.{k}" if shared else f"{q}.{k}"
+    return x * (1 - ratio) + _c(sd, name, x, padding=1) * ratio
+
+
+def reference_var_reconstruct(sd, x, scales, bridge_heads=OFFICIAL_HEADS):
+    """Per-scale index maps and reconstruction of VAR's VQVAE forward pass (FVQ's: through the bridge), computed
+    from the raw tensors: area-downsampled residual, nearest code, bicubic upsampling, φ, accumulate."""
+    f = reference_var_encode(sd, x)
+    codebook = reference_bridge(sd, bridge_heads, label=0)
+    b, d, side, _ = f.shape
+    rest, f_hat, maps = f.clone(), torch.zeros_like(f), []
+    for si, pn in enumerate(scales):
+        last = si == len(scales) - 1
+        r = rest if last else F.interpolate(rest, size=(pn, pn), mode="area")
+        flat = r.permute(0, 2, 3, 1).reshape(-1, d)
+        distances = flat.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1) - 2 * flat @ codebook.t()
+        idx = distances.argmin(1)
+        h = codebook[idx].reshape(b, pn, pn, d).permute(0, 3, 1, 2)
+        if not last:
+            h = F.interpolate(h, size=(side, side), mode="bicubic")
+        h = _var_phi(sd, si, len(scales), h)
+        f_hat, rest = f_hat + h, rest - h
+        maps.append(idx.reshape(b, pn, pn))
+    return maps, reference_var_decode(sd, f_hat)
+
+
+def reference_rq_reconstruct(sd, x, depth=4, bridge_heads=OFFICIAL_HEADS):
+    """Codes (B, h, w, depth) and reconstruction of FVQ's RQ-VAE forward pass, from the raw tensors: the bridged
+    codebook searched (plain L2) by z, then by what each depth left, the reconstruction decoding the sum of codes."""
+    z = reference_encode(sd, x)
+    codebook = reference_bridge(sd, bridge_heads, label=0)
+    b, d, h, w = z.shape
+    residual = z.permute(0, 2, 3, 1).reshape(-1, d)
+    total, codes = torch.zeros_like(residual), []
+    for _ in range(depth):
+        distances = residual.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1) - 2 * residual @ codebook.t()
+        idx = distances.argmin(1)
+        residual, total = residual - codebook[idx], total + codebook[idx]
+        codes.append(idx.reshape(b, h, w))
+    return torch.stack(codes, dim=-1), reference_decode(sd, total.reshape(b, h, w, d).permute(0, 3, 1, 2))

@@ -7,10 +7,15 @@
     fvq-convert c2i_L_256.pt llamagen-gpt-l                                     # an FVQTransformer folder
     fvq-convert c2i_L_256.pt llamagen-c2i-l --tokenizer vq_ds16_c2i.pt --l2-normalize   # a whole FVQPipeline
     fvq-convert c2i_3B_384.pt llamagen-gpt-3b             # a bare FSDP state dict: GPT-3B recognised by its shape
+    fvq-convert rqvae_last.pt fvq-rq --quantizer residual  # FVQ's RQ-VAE: its file looks single-code, so say it
+    fvq-convert var_last.pt fvq-var                       # FVQ's VAR tokenizer, recognised by its tensors
+    fvq-convert vae_ch160v4096z32.pth var-original        # VAR's own released tokenizer
 
 Tokenizers: the LlamaGen training layout or a plain state dict, with or without FVQ's VQBridge; ``args.QB_type``
-gives the bridge's heads. GPTs: LlamaGen's c2i checkpoints; the heads come from ``args.gpt_model`` or from the
-tensors' width and depth (every model of LlamaGen's ``GPT_models``), else ``--num-heads``. Files are opened with
+gives the bridge's heads. Multi-code tokenizers (``MultiCodeFVQModel`` folders): FVQ's RQ-VAE with
+``--quantizer residual`` (its tensors and args are those of a single-code file), FVQ's VAR tokenizer and VAR's own
+release by their tensors (VAR's layout). GPTs: LlamaGen's c2i checkpoints; the heads come from ``args.gpt_model``
+or from the tensors' width and depth (every model of LlamaGen's ``GPT_models``), else ``--num-heads``. Files are opened with
 ``torch.load(weights_only=True)`` (only argparse's ``Namespace`` beyond tensors and containers) or safetensors;
 every key is carried over or named as skipped, and an unknown, missing or mis-shaped key stops with its name.
 """
@@ -24,6 +29,14 @@ import os
 from ..hub import push_folder
 from ..models import FVQModel
 from .checkpoint import ConversionError, read_checkpoint_file, split_container
+from .multicode import (
+    QUANTIZER_CHOICES,
+    convert_residual_checkpoint,
+    convert_var_checkpoint,
+    could_be_rqvae,
+    is_var_state,
+    parse_scales,
+)
 from .tokenizer import convert_checkpoint, pick_tokenizer_weights, save_converted
 from .transformer import convert_gpt_checkpoint, describe_conversion, is_gpt_state, save_converted_gpt
 
@@ -33,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="fvq-convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "src", help="official FVQ / LlamaGen tokenizer, or LlamaGen c2i GPT, checkpoint (.pt, .pth, .safetensors)"
+        "src",
+        help="official FVQ / LlamaGen / VAR tokenizer, or LlamaGen c2i GPT, checkpoint (.pt, .pth, .safetensors)",
     )
     parser.add_argument("dst", help="output folder")
     parser.add_argument(
@@ -83,6 +97,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     group.add_argument("--norm-num-groups", type=int, default=None, help="GroupNorm groups (LlamaGen: 32)")
     group.add_argument("--sample-size", type=int, default=None, help="training resolution recorded in the config")
+    multi = parser.add_argument_group("multi-code tokenizers (FVQ's RQ-VAE and VAR, VAR's own release)")
+    multi.add_argument(
+        "--quantizer",
+        choices=QUANTIZER_CHOICES,
+        default=None,
+        help="default: multiscale for VAR's layout (recognised by its tensors), single otherwise. An FVQ RQ-VAE "
+        "checkpoint has the same tensors and args as a single-code one: convert it with --quantizer residual",
+    )
+    multi.add_argument(
+        "--rq-depth",
+        type=int,
+        default=None,
+        help="with --quantizer residual: codes per position (default 4, the official RQ-VAE's constant)",
+    )
+    multi.add_argument(
+        "--scales",
+        default=None,
+        help="multi-scale: token-map sides as a comma list (default: VAR's 1,2,3,4,5,6,8,10,13,16 when the "
+        "checkpoint's quantize.ema_vocab_hit_SV has 10 rows)",
+    )
     gpt = parser.add_argument_group("LlamaGen c2i GPT checkpoints (c2i_B_256.pt … c2i_XXL_384.pt)")
     gpt.add_argument(
         "--tokenizer",
@@ -105,6 +139,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _convert_gpt(args, raw) -> None:
+    flags = [
+        flag
+        for flag, value in (("--quantizer", args.quantizer), ("--rq-depth", args.rq_depth), ("--scales", args.scales))
+        if value is not None
+    ]
+    if flags:
+        raise ConversionError(
+            f"{args.src!r} is a LlamaGen GPT, and {', '.join(flags)} are for tokenizer checkpoints: drop them"
+        )
     result = convert_gpt_checkpoint(args.src, image_size=args.image_size, num_heads=args.num_heads, raw=raw)
     tokenizer = None
     if args.tokenizer:
@@ -143,6 +186,66 @@ def _tokenizer_overrides(args) -> dict:
     }
 
 
+def _quantizer(args, weights) -> str:
+    """The quantizer to convert to: ``--quantizer``, else multi-scale for VAR's layout, else single; bad
+    combinations of the multi-code flags stop here, before any model is built."""
+    var = is_var_state(weights)
+    quantizer = args.quantizer or ("multiscale" if var else "single")
+    if var and quantizer != "multiscale":
+        raise ConversionError(
+            f"{args.src!r} has VAR's layout (encoder.down.*, quantize.quant_resi.*): a multi-scale tokenizer. "
+            f"Drop --quantizer {quantizer} (or pass --quantizer multiscale)."
+        )
+    if quantizer == "multiscale" and not var:
+        raise ConversionError(
+            f"{args.src!r} has the LlamaGen layout (encoder.conv_blocks.*), not VAR's: multi-scale checkpoints "
+            "(FVQ's VAR trainer, VAR's vae_ch160v4096z32.pth) have encoder.down.* and quantize.quant_resi.* keys. "
+            "Drop --quantizer multiscale; an FVQ RQ-VAE checkpoint needs --quantizer residual."
+        )
+    if args.rq_depth is not None and quantizer != "residual":
+        raise ConversionError(
+            "--rq-depth sets the depth of a residual quantizer: add --quantizer residual (an FVQ RQ-VAE checkpoint), "
+            "or drop --rq-depth"
+        )
+    if args.scales is not None and quantizer != "multiscale":
+        raise ConversionError(
+            f"--scales is for multi-scale (VAR-layout) checkpoints, and this conversion is {quantizer}: drop --scales"
+        )
+    if quantizer != "single" and args.to == "diffusers":
+        raise ConversionError(
+            f"--to diffusers: a {quantizer} tokenizer has several codes per position and a stock diffusers VQModel "
+            "holds one. Drop --to diffusers; the folder loads with fvq_hf.MultiCodeFVQModel.from_pretrained."
+        )
+    return quantizer
+
+
+def _convert_tokenizer(args, raw, fmt, weights) -> None:
+    quantizer = _quantizer(args, weights)
+    source = pick_tokenizer_weights(args.src, raw, fmt)
+    overrides = _tokenizer_overrides(args)
+    if quantizer == "residual":
+        result = convert_residual_checkpoint(source, rq_depth=args.rq_depth, **overrides)
+    elif quantizer == "multiscale":
+        result = convert_var_checkpoint(source, parse_scales(args.scales), **overrides)
+    else:
+        result = convert_checkpoint(source, **overrides)
+    save_converted(result, args.dst, to=args.to, fold=args.fold, repo_id=args.push_to_hub)
+    print(f"read {args.src} ({result.source.weights_key} weights): {result.layout}")
+    print(
+        f"carried over {len(result.consumed_keys)} keys"
+        + (f"; skipped {', '.join(result.ignored_keys)} (not weights)" if result.ignored_keys else "")
+    )
+    if quantizer == "single" and args.quantizer is None and could_be_rqvae(source):
+        print(
+            "converted as a single-code tokenizer; an FVQ RQ-VAE checkpoint looks identical (same tensors, same "
+            "args): if this is one, convert it again with --quantizer residual"
+        )
+    written = {"single": "an FVQModel", "residual": "a residual MultiCodeFVQModel"}.get(
+        quantizer, "a multi-scale MultiCodeFVQModel"
+    )
+    print(f"wrote {'a diffusers VQModel' if args.to == 'diffusers' else written} to {args.dst}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
@@ -151,14 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         if is_gpt_state(weights):
             _convert_gpt(args, raw)
         else:
-            result = convert_checkpoint(pick_tokenizer_weights(args.src, raw, fmt), **_tokenizer_overrides(args))
-            save_converted(result, args.dst, to=args.to, fold=args.fold, repo_id=args.push_to_hub)
-            print(f"read {args.src} ({result.source.weights_key} weights): {result.layout}")
-            print(
-                f"carried over {len(result.consumed_keys)} keys"
-                + (f"; skipped {', '.join(result.ignored_keys)} (not weights)" if result.ignored_keys else "")
-            )
-            print(f"wrote {'a diffusers VQModel' if args.to == 'diffusers' else 'an FVQModel'} to {args.dst}")
+            _convert_tokenizer(args, raw, fmt, weights)
     except (ConversionError, FileNotFoundError, OSError) as error:
         raise SystemExit(f"fvq-convert: {error}") from None
     if args.push_to_hub:

@@ -31,9 +31,11 @@ _TOKENIZER_ARGS = (
 
 def converted_tokenizer_card(result, saved, output_dir: str, to: str, repo_id: str | None = None) -> ModelCard:
     """The card of a converted tokenizer: ``result`` is the converter's ``ConversionResult``, ``saved`` the model
-    written (the ``FVQModel``, folded or not, or the diffusers ``VQModel``), ``to`` ``"fvq"`` or ``"diffusers"``."""
+    written (the ``FVQModel`` or ``MultiCodeFVQModel``, folded or not, or the diffusers ``VQModel``), ``to``
+    ``"fvq"`` or ``"diffusers"``."""
     model = result.model
     c = model.config
+    multicode = _multicode_description(c)
     folded_now = to == "diffusers" or getattr(saved.config, "folded", False)
     name = repo_id or output_dir
     if to == "diffusers":
@@ -47,6 +49,20 @@ def converted_tokenizer_card(result, saved, output_dir: str, to: str, repo_id: s
             "reconstruction = vq.decode(vq.encode(images).latents).sample"
         )
         library = "diffusers"
+    elif multicode:
+        saved_as = "a `MultiCodeFVQModel`, " + (
+            "folded: one plain codebook, no projector"
+            if folded_now or c.projector == "none"
+            else f"unfolded: raw codebook + projector {projector_description(c)}, ready to fine-tune"
+        )
+        shape = "(B, H/f, W/f, depth)" if c.quantizer == "residual" else "(B, Σ pn²): scale by scale, each row-major"
+        usage = (
+            f'from fvq_hf import MultiCodeFVQModel\n\nmodel = MultiCodeFVQModel.from_pretrained("{name}")\n'
+            f"indices = model.encode_indices(images)      # {shape}\n"
+            "reconstruction = model.decode_indices(indices)\n"
+            "coarse_to_fine = model.decode_coarse_to_fine(indices)"
+        )
+        library = "fvq_hf"
     else:
         saved_as = "an `FVQModel`, " + (
             "folded: one plain codebook, no projector"
@@ -60,7 +76,7 @@ def converted_tokenizer_card(result, saved, output_dir: str, to: str, repo_id: s
         )
         library = "fvq_hf"
     projector, note, condition_row = _projector_description(c, folded_now)
-    if c.l2_normalize and to == "diffusers":
+    if c.get("l2_normalize") and to == "diffusers":
         note += (
             " The codebook is stored l2-normalised: with unit-length codes the L2 nearest code is the cosine nearest "
             "code, so the stock VQModel reproduces the tokenizer exactly at inference. Training it further as a "
@@ -85,8 +101,10 @@ def converted_tokenizer_card(result, saved, output_dir: str, to: str, repo_id: s
         sample_size=c.sample_size,
         codebook_size=f"{c.codebook_size:,}",
         codebook_dim=c.codebook_dim,
-        l2_normalize=c.l2_normalize,
-        codebook_init_l2=c.codebook_init_l2,
+        l2_normalize=c.get("l2_normalize", False),
+        codebook_init_l2=c.get("codebook_init_l2", False),
+        quantizer=multicode,
+        fixed_size=c.sample_size if c.get("quantizer") == "multiscale" else None,
         projector=projector,
         condition_row=condition_row,
         block_out_channels=tuple(c.block_out_channels),
@@ -94,6 +112,22 @@ def converted_tokenizer_card(result, saved, output_dir: str, to: str, repo_id: s
         projector_note=note.strip(),
         usage=usage,
     )
+
+
+def _multicode_description(c) -> str | None:
+    """The quantizer of a multi-code tokenizer in words (``None`` for a single-code one)."""
+    if c.get("quantizer") == "residual":
+        return (
+            f"residual quantizer (RQ-VAE), depth {c.rq_depth}: {c.rq_depth} codes per position, every depth looking "
+            "up the one codebook"
+        )
+    if c.get("quantizer") == "multiscale":
+        tokens = sum(pn * pn for pn in c.scales)
+        return (
+            f"multi-scale quantizer (VAR), scales {', '.join(map(str, c.scales))} ({tokens} tokens), "
+            f"{c.num_phi} φ convolutions of ratio {c.phi_ratio}, every scale looking up the one codebook"
+        )
+    return None
 
 
 def _projector_description(c, folded_now: bool) -> tuple[str, str, str | None]:
