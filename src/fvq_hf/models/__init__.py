@@ -2,7 +2,13 @@
 
 from .fvq_model import MODEL_PRESETS, FVQModel, FVQModelOutput
 from .fvq_transformer import TRANSFORMER_PRESETS, FVQTransformer, FVQTransformerOutput
-from .multicode_model import MULTICODE_PRESETS, QUANTIZER_TYPES, MultiCodeFVQModel, MultiCodeFVQModelOutput
+from .multicode_model import (
+    MULTICODE_PRESETS,
+    QUANTIZER_TYPES,
+    MultiCodeFVQModel,
+    MultiCodeFVQModelOutput,
+    tokenizer_class,
+)
 
 __all__ = [
     "MODEL_PRESETS",
@@ -15,4 +21,5 @@ __all__ = [
     "FVQTransformerOutput",
     "MultiCodeFVQModel",
     "MultiCodeFVQModelOutput",
+    "tokenizer_class",
 ]

@@ -367,3 +367,12 @@ class MultiCodeFVQModel(ModelMixin, ConfigMixin):
             "one, so exporting to it would change the reconstructions. Save it with save_pretrained and load it "
             "with fvq_hf.MultiCodeFVQModel.from_pretrained."
         )
+
+
+def tokenizer_class(pretrained_model_name_or_path, subfolder: str | None = None) -> type:
+    """``FVQModel`` or ``MultiCodeFVQModel``: the class a saved tokenizer (folder or Hub id) was saved as, read from
+    its config's ``_class_name``, so one tool loads either."""
+    from .fvq_model import FVQModel
+
+    name = FVQModel.load_config(pretrained_model_name_or_path, subfolder=subfolder).get("_class_name")
+    return MultiCodeFVQModel if name == MultiCodeFVQModel.__name__ else FVQModel
