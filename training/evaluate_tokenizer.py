@@ -29,7 +29,6 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from fvq_hf.models import tokenizer_class
 from fvq_hf.data import (
     DEMO_EVAL_SETS,
     DemoCropDataset,
@@ -47,6 +46,7 @@ from fvq_hf.evaluation import (
     get_protocol,
     protocol_hf_dataset,
 )
+from fvq_hf.models import tokenizer_class
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -6,6 +6,8 @@
         --train_data_dir /data/imagenet/train
     torchrun --nproc_per_node 8 training/train_tokenizer.py --dataset_name your/dataset --output_dir fvq-16k
     torchrun --standalone --nproc_per_node 2 training/train_tokenizer.py --train_data_dir my_photos ...  # 2 CPU processes
+    python training/train_tokenizer.py --config training/configs/demo-cpu-rq.yaml    # RQ-VAE (--quantizer residual)
+    python training/train_tokenizer.py --config training/configs/demo-cpu-var.yaml   # VAR (--quantizer multiscale)
 
 Defaults are the paper's recipe for ``vq-16`` (arXiv 2509.10140, Table 6) as the official code runs it: Adam
 (0.9, 0.95), lr 1e-4 per 128 images scaled by the global batch, gradient clipping 1.0, learning annealing on
@@ -17,7 +19,9 @@ only where slots die, which small data makes common); ``--slot_restart_steps 0``
 and the model card records which was run. A YAML file (``--config``) can set every option; flags given on the command
 line win over it. With no dataset the embedded demo photos are used, evaluated on their held-out cells and two
 unseen photos; your own data is evaluated on ``--validation_data_dir``, ``--validation_split`` or the part
-``--validation_fraction`` holds out, and otherwise not at all (the log and the card say so). A run refuses an
+``--validation_fraction`` holds out, and otherwise not at all (the log and the card say so). ``--quantizer
+residual`` or ``multiscale`` trains a ``MultiCodeFVQModel`` (RQ-VAE's depths, VAR's scales) with the same recipe,
+its usage measured per depth or scale and overall; the default ``single`` is ``FVQModel``. A run refuses an
 ``--output_dir`` that holds another run, and a checkpoint that another run saved (``fvq_hf.training.runs``).
 
 The file reads top to bottom: the options, the pieces a run is built from, the loss of one batch, evaluation
