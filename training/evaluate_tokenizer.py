@@ -29,7 +29,6 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from fvq_hf import FVQModel
 from fvq_hf.data import (
     DEMO_EVAL_SETS,
     DemoCropDataset,
@@ -47,11 +46,16 @@ from fvq_hf.evaluation import (
     get_protocol,
     protocol_hf_dataset,
 )
+from fvq_hf.models import load_tokenizer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pretrained_model_name_or_path", required=True, help="Hub id or folder of an FVQModel")
+    p.add_argument(
+        "--pretrained_model_name_or_path",
+        required=True,
+        help="Hub id or folder of an FVQModel or a MultiCodeFVQModel (the saved config's class decides)",
+    )
     p.add_argument("--subfolder", default=None, help="subfolder of the model repository (e.g. unfolded)")
     p.add_argument(
         "--protocol",
@@ -116,11 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     distributed_without_gpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=distributed_without_gpu)
-    model = (
-        FVQModel.from_pretrained(args.pretrained_model_name_or_path, subfolder=args.subfolder)
-        .to(accelerator.device)
-        .eval()
-    )
+    model = load_tokenizer(args.pretrained_model_name_or_path, subfolder=args.subfolder).to(accelerator.device).eval()
     resolution = args.resolution or model.config.sample_size
     protocol = get_protocol(args.protocol)
     if protocol.in_memory:
@@ -191,6 +191,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| codebook usage | {result.usage:.2%} ({result.used_codes:,} of {model.config.codebook_size:,}) |")
         if "live_slots" in result.extra:
             print(f"| live bridge slots | {result.extra['live_slots']} of {result.extra['slots']} |")
+        for level in result.extra.get("levels", []):  # a multi-code model: each depth or scale on its own
+            slots = f", {level['live_slots']} of {level['slots']} slots alive" if "live_slots" in level else ""
+            print(f"| usage, {level['level']} | {level['usage']:.2%} ({level['used_codes']:,} codes{slots}) |")
         print(f"| perplexity | {result.perplexity:.1f} |")
         print(f"| PSNR{' (Y channel)' if protocol.psnr == 'y' else ''} | {result.psnr:.2f} dB |")
         if protocol.in_memory:

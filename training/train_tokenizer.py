@@ -6,6 +6,8 @@
         --train_data_dir /data/imagenet/train
     torchrun --nproc_per_node 8 training/train_tokenizer.py --dataset_name your/dataset --output_dir fvq-16k
     torchrun --standalone --nproc_per_node 2 training/train_tokenizer.py --train_data_dir my_photos ...  # 2 CPU processes
+    python training/train_tokenizer.py --config training/configs/demo-cpu-rq.yaml    # RQ-VAE (--quantizer residual)
+    python training/train_tokenizer.py --config training/configs/demo-cpu-var.yaml   # VAR (--quantizer multiscale)
 
 Defaults are the paper's recipe for ``vq-16`` (arXiv 2509.10140, Table 6) as the official code runs it: Adam
 (0.9, 0.95), lr 1e-4 per 128 images scaled by the global batch, gradient clipping 1.0, learning annealing on
@@ -17,7 +19,9 @@ only where slots die, which small data makes common); ``--slot_restart_steps 0``
 and the model card records which was run. A YAML file (``--config``) can set every option; flags given on the command
 line win over it. With no dataset the embedded demo photos are used, evaluated on their held-out cells and two
 unseen photos; your own data is evaluated on ``--validation_data_dir``, ``--validation_split`` or the part
-``--validation_fraction`` holds out, and otherwise not at all (the log and the card say so). A run refuses an
+``--validation_fraction`` holds out, and otherwise not at all (the log and the card say so). ``--quantizer
+residual`` or ``multiscale`` trains a ``MultiCodeFVQModel`` (RQ-VAE's depths, VAR's scales) with the same recipe,
+its usage measured per depth or scale and overall; the default ``single`` is ``FVQModel``. A run refuses an
 ``--output_dir`` that holds another run, and a checkpoint that another run saved (``fvq_hf.training.runs``).
 
 The file reads top to bottom: the options, the pieces a run is built from, the loss of one batch, evaluation
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -58,7 +63,8 @@ from fvq_hf.data import (
     tensor_to_pil,
 )
 from fvq_hf.evaluation import evaluate_tokenizer
-from fvq_hf.evaluation.evaluator import live_slots
+from fvq_hf.evaluation.evaluator import level_names, level_usage, live_slots
+from fvq_hf.hub import quantizer_description
 from fvq_hf.losses import (
     LPIPS,
     PatchGANDiscriminator,
@@ -67,8 +73,8 @@ from fvq_hf.losses import (
     hinge_discriminator_loss,
     hinge_generator_loss,
 )
-from fvq_hf.models import MODEL_PRESETS
-from fvq_hf.quantization import PROJECTOR_TYPES, SlotRestart, UsageStats
+from fvq_hf.models import MODEL_PRESETS, MULTICODE_PRESETS, MultiCodeFVQModel, load_tokenizer
+from fvq_hf.quantization import PROJECTOR_TYPES, LevelUsage, SlotRestart, UsageStats
 from fvq_hf.training import (
     SCHEDULES,
     FixedDecayEMA,
@@ -96,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("model")
     g.add_argument(
-        "--model_preset", default="vq-16", choices=sorted(MODEL_PRESETS), help="tokenizer architecture to build"
+        "--model_preset",
+        default=None,
+        choices=sorted(MODEL_PRESETS) + sorted(MULTICODE_PRESETS),
+        help="tokenizer architecture to build (default: vq-16; rq-8x8x4 with --quantizer residual, var-10scale "
+        "with --quantizer multiscale)",
     )
     g.add_argument(
         "--pretrained_model_name_or_path",
@@ -149,6 +159,36 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.1,
         help="noise added to the donor slot's rows, relative to their RMS",
+    )
+
+    g = p.add_argument_group("multi-code tokenizers (RQ-VAE, VAR): MultiCodeFVQModel")
+    g.add_argument(
+        "--quantizer",
+        default="single",
+        choices=QUANTIZERS,
+        help="single: one code per position (FVQModel); residual: RQ-VAE's --rq_depth codes per position; "
+        "multiscale: VAR's token maps of --scales; both over one codebook through the projector",
+    )
+    g.add_argument(
+        "--rq_depth", type=int, default=None, help="codes per position of --quantizer residual (default: the preset's)"
+    )
+    g.add_argument(
+        "--scales",
+        default=None,
+        help="token-map sides of --quantizer multiscale, comma-separated and increasing, the last one the latent "
+        "side (--resolution / downsampling), e.g. 1,2,3,4,6,8 (default: the preset's)",
+    )
+    g.add_argument(
+        "--num_phi",
+        type=int,
+        default=None,
+        help="φ convolutions shared over the scales (VAR: 4; default: the preset's)",
+    )
+    g.add_argument(
+        "--phi_ratio",
+        type=float,
+        default=None,
+        help="φ(h) = (1 − r)·h + r·conv(h), r in [0, 1] (VAR: 0.5; default: the preset's)",
     )
 
     g = p.add_argument_group("data")
@@ -292,28 +332,95 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--validation_fraction holds out part of your data: pass --train_data_dir or --dataset_name")
         if args.validation_data_dir or args.validation_split:
             parser.error("pass --validation_fraction or a validation set (--validation_data_dir/_split), not both")
+    check_quantizer_args(parser, args)
     if args.disc_loss_weight is None:  # resolved here so the config and the card record the number
         args.disc_loss_weight = args.gan_weight
     return args
 
 
+QUANTIZERS = ("single", "residual", "multiscale")
+DEFAULT_PRESETS = {"single": "vq-16", "residual": "rq-8x8x4", "multiscale": "var-10scale"}
+MULTICODE_OPTIONS = {"rq_depth": "residual", "scales": "multiscale", "num_phi": "multiscale", "phi_ratio": "multiscale"}
+
+
+def check_quantizer_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Resolve the preset from --quantizer and refuse options that do not fit it, saying how to fix them; --scales
+    becomes a canonical "1,2,3" string (the run record compares it on resume)."""
+    kind = args.quantizer
+    if args.model_preset is None:
+        args.model_preset = DEFAULT_PRESETS[kind]
+    preset_kind = MULTICODE_PRESETS.get(args.model_preset, {}).get("quantizer", "single")
+    if preset_kind != kind:
+        fits = ", ".join(
+            sorted(MODEL_PRESETS)
+            if kind == "single"
+            else sorted(n for n, c in MULTICODE_PRESETS.items() if c["quantizer"] == kind)
+        )
+        parser.error(
+            f"--model_preset {args.model_preset} is a {preset_kind} tokenizer, not --quantizer {kind}: pass "
+            f"--quantizer {preset_kind}, or a {kind} preset ({fits})"
+        )
+    for option, needs in MULTICODE_OPTIONS.items():
+        if getattr(args, option) is not None and kind != needs:
+            parser.error(f"--{option} sets the {needs} quantizer: add --quantizer {needs} (or drop --{option})")
+    if kind != "single":
+        for flag in ("l2_normalize", "codebook_init_l2"):
+            if getattr(args, flag):
+                parser.error(f"--{flag} is an option of single-code tokenizers only (FVQModel): drop it")
+    if args.rq_depth is not None and args.rq_depth < 1:
+        parser.error(f"--rq_depth {args.rq_depth}: at least 1 code per position")
+    if args.num_phi is not None and args.num_phi < 1:
+        parser.error(f"--num_phi {args.num_phi}: at least one φ convolution")
+    if args.phi_ratio is not None and not 0 <= args.phi_ratio <= 1:
+        parser.error(f"--phi_ratio {args.phi_ratio}: a ratio in [0, 1] (VAR: 0.5)")
+    if args.scales is not None:
+        text = args.scales if isinstance(args.scales, str) else ",".join(map(str, args.scales))  # YAML: a list
+        try:
+            scales = [int(side) for side in text.replace(" ", "").split(",")]
+        except ValueError:
+            parser.error(f"--scales {text}: comma-separated integers, e.g. 1,2,3,4,6,8")
+        if len(scales) < 2 or scales[0] < 1 or any(b <= a for a, b in itertools.pairwise(scales)):
+            parser.error(
+                f"--scales {text}: at least two positive sides, each larger than the one before (e.g. 1,2,3,4,6,8)"
+            )
+        args.scales = ",".join(map(str, scales))
+
+
+def check_resolution(args, model) -> None:
+    """End the run before anything is written when --resolution does not fit the model's latent grid."""
+    f = model.downsample_factor
+    if args.resolution % f:
+        raise SystemExit(f"--resolution {args.resolution} is not a multiple of the model's downsampling factor {f}")
+    if model.config.get("quantizer") == "multiscale":
+        last, side = model.config.scales[-1], args.resolution // f
+        if last != side:
+            raise SystemExit(
+                f"--resolution {args.resolution} gives {side} × {side} latents at {f}× downsampling, but the last "
+                f"scale is {last}: pass --resolution {last * f}, or --scales ending in {side}"
+            )
+
+
 # =============================================================================================== building blocks
-def build_model(args, log) -> tuple[FVQModel, bool]:
-    """The tokenizer to train, and whether its codebook is frozen (fine-tuning a folded-only model)."""
+def build_model(args, log) -> tuple[FVQModel | MultiCodeFVQModel, bool]:
+    """The tokenizer to train (``FVQModel``, or ``MultiCodeFVQModel`` for --quantizer residual / multiscale), and
+    whether its codebook is frozen (fine-tuning a folded-only model)."""
     if args.pretrained_model_name_or_path:
         source = args.pretrained_model_name_or_path
         try:
             if os.path.isdir(source) and not os.path.isdir(os.path.join(source, "unfolded")):
-                model = FVQModel.from_pretrained(source)
+                model = load_tokenizer(source)
             else:
                 try:  # a Hub id: its unfolded/ when it has one
-                    model = FVQModel.from_pretrained(source, subfolder="unfolded")
+                    model = load_tokenizer(source, subfolder="unfolded")
                 except OSError:
-                    model = FVQModel.from_pretrained(source)
-        except OSError as error:
+                    model = load_tokenizer(source)
+        except (OSError, ValueError) as error:
             raise SystemExit(
                 f"error: --pretrained_model_name_or_path {source}: no tokenizer could be loaded ({error})"
             ) from None
+        kind = model.config.get("quantizer", "single")
+        if kind != args.quantizer:
+            raise SystemExit(f"error: {source} is a {kind} tokenizer: pass --quantizer {kind}")
         if not model.config.folded:
             log(f"fine-tuning from {source}: raw codebook and {model.config.projector} projector go on training")
         frozen = bool(model.config.folded)
@@ -331,7 +438,14 @@ def build_model(args, log) -> tuple[FVQModel, bool]:
     for flag in ("l2_normalize", "codebook_init_l2"):
         if getattr(args, flag):
             overrides[flag] = True
-    return FVQModel.from_preset(args.model_preset, **overrides), False
+    if args.quantizer == "single":
+        return FVQModel.from_preset(args.model_preset, **overrides), False
+    for key in MULTICODE_OPTIONS:
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    if "scales" in overrides:
+        overrides["scales"] = tuple(int(side) for side in overrides["scales"].split(","))
+    return MultiCodeFVQModel.from_preset(args.model_preset, **overrides), False
 
 
 def build_perceptual_loss(args, device, log) -> LPIPS | None:
@@ -371,12 +485,12 @@ def build_ema(args, model: FVQModel, device):
         return FixedDecayEMA(model.parameters(), decay=args.ema_decay).to(device)
     from diffusers.training_utils import EMAModel
 
-    ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=FVQModel, model_config=model.config)
+    ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=type(model), model_config=model.config)
     ema.to(device)
     return ema
 
 
-def build_slot_restart(args, model: FVQModel, codebook_frozen: bool, log) -> SlotRestart | None:
+def build_slot_restart(args, model, codebook_frozen: bool, log) -> SlotRestart | None:
     """Dead-slot restart for a VQBridge being trained (None with --slot_restart_steps 0 or without a bridge)."""
     if args.slot_restart_steps <= 0 or model.config.projector != "vqbridge" or codebook_frozen:
         return None
@@ -528,11 +642,23 @@ def run_evaluation(accelerator, unwrapped, ema, dataloader, lpips, description, 
         ema.restore(unwrapped.parameters())
     result.extra["eval_data"] = description
     tokens_per_image = (args.resolution // unwrapped.downsample_factor) ** 2
+    if unwrapped.config.get("quantizer") == "residual":
+        tokens_per_image *= unwrapped.config.rq_depth
+    elif unwrapped.config.get("quantizer") == "multiscale":
+        tokens_per_image = sum(side * side for side in unwrapped.config.scales)
     result.extra["tokens_per_code"] = round(result.images * tokens_per_image / unwrapped.config.codebook_size, 2)
+    for level in result.extra.get("levels", []):
+        level["tokens_per_code"] = round(level["tokens"] / unwrapped.config.codebook_size, 2)
     scalars = {**result.as_dict(), **result.extra}
     numbers = {
         f"{prefix}/{k}": v for k, v in scalars.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
+    levels = {}  # per depth or scale: eval/usage_depth_1, eval/live_slots_scale_4x4, …
+    for level in result.extra.get("levels", []):
+        levels[f"{prefix}/usage_{level_key(level)}"] = level["usage"]
+        if "live_slots" in level:
+            levels[f"{prefix}/live_slots_{level_key(level)}"] = level["live_slots"]
+    numbers.update(levels)
     accelerator.log(numbers, step=step)
     if accelerator.is_main_process and pairs is not None:
         for tracker in accelerator.trackers:
@@ -541,8 +667,14 @@ def run_evaluation(accelerator, unwrapped, ema, dataloader, lpips, description, 
                 tracker.writer.add_image(f"{prefix}/reconstructions", np.asarray(grid), step, dataformats="HWC")
         row = {f"{prefix}/{k}": v for k, v in result.as_dict().items() if k != "extra"}
         row.update({f"{prefix}/{k}": v for k, v in result.extra.items() if k in ("live_slots", "slots")})
+        row.update(levels)
         append_metrics(accelerator, args.output_dir, step, row)
     return result
+
+
+def level_key(level: dict) -> str:
+    """A level's name as a metric key: ``depth_1``, ``scale_4x4``."""
+    return level["level"].replace(" ", "_")
 
 
 def slot_restart_summary(args, restart: SlotRestart | None) -> str:
@@ -559,14 +691,21 @@ def describe_evaluation(result, description: str) -> str:
     """One line: usage (codes, live slots), perplexity, PSNR, SSIM of an evaluation, and what it was on."""
     extra = result.extra
     slots = f", {extra['live_slots']}/{extra['slots']} slots alive" if "live_slots" in extra else ""
-    return (
+    line = (
         f"{description}: usage {result.usage:.2%} ({result.used_codes:,} codes{slots}), "
         f"perplexity {result.perplexity:.1f}, PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.3f}"
     )
+    if "levels" in extra:  # a multi-code model: each depth or scale on its own
+        line += "; per level: " + ", ".join(
+            f"{level['level']} {level['usage']:.2%}"
+            + (f" ({level['live_slots']}/{level['slots']} slots)" if "live_slots" in level else "")
+            for level in extra["levels"]
+        )
+    return line
 
 
-def recipe_summary(args, lr, global_batch, max_steps, restart: SlotRestart | None = None) -> dict:
-    """The recipe as run, for the model card."""
+def recipe_summary(args, lr, global_batch, max_steps, restart: SlotRestart | None = None, config=None) -> dict:
+    """The recipe as run, for the model card (with the model's ``config``, a multi-code model's quantizer too)."""
     if not args.use_ema:
         ema = "no"
     elif args.ema_schedule == "fixed":
@@ -583,7 +722,11 @@ def recipe_summary(args, lr, global_batch, max_steps, restart: SlotRestart | Non
         learning_rate = f"{lr:.3g}"
     else:
         learning_rate = f"{lr:.3g} (base {args.learning_rate:g} per {args.lr_reference_batch} images)"
+    quantizer = {}
+    if config is not None and config.get("quantizer") is not None:
+        quantizer = {"quantizer": quantizer_description(config)}
     return {
+        **quantizer,
         "steps": max_steps,
         "global batch": global_batch,
         "resolution": args.resolution,
@@ -628,7 +771,9 @@ def main(argv: list[str] | None = None) -> dict:
         args,
         "train_tokenizer",
         MODEL_FILES,
-        not_defining=("eval_samples",),
+        not_defining=("eval_samples", "quantizer", *MULTICODE_OPTIONS)
+        if args.quantizer == "single"
+        else ("eval_samples",),
         data=data_name(args),
         base_model=args.pretrained_model_name_or_path,
     )
@@ -636,11 +781,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- model, losses, optimizers
     model, codebook_frozen = build_model(args, log)
-    if args.resolution % model.downsample_factor:
-        raise SystemExit(
-            f"--resolution {args.resolution} is not a multiple of the model's downsampling factor "
-            f"{model.downsample_factor}"
-        )
+    check_resolution(args, model)
     model.register_to_config(sample_size=args.resolution)  # what tools that default to it should use
     lpips = build_perceptual_loss(args, accelerator.device, log)
     discriminator = build_discriminator(args, model.config.out_channels)
@@ -702,7 +843,12 @@ def main(argv: list[str] | None = None) -> dict:
     if disc_optimizer is not None:
         disc_scheduler = get_scheduler(args.lr_scheduler, disc_optimizer, max_steps, args.lr_warmup_ratio)
 
-    usage = CodebookUsage(unwrapped.config.codebook_size, device=accelerator.device)  # since the last log
+    # since the last log; a multi-code model's per depth or scale (levels is None for one code per position)
+    levels = level_names(unwrapped.config)
+    if levels is None:
+        usage = CodebookUsage(unwrapped.config.codebook_size, device=accelerator.device)
+    else:
+        usage = LevelUsage(unwrapped.config.codebook_size, len(levels), device=accelerator.device)
     ema = build_ema(args, unwrapped, accelerator.device)
     slot_restart = build_slot_restart(args, unwrapped, codebook_frozen, log)
     progress = TrainingProgress()
@@ -716,7 +862,8 @@ def main(argv: list[str] | None = None) -> dict:
         else f"not evaluated ({NOT_EVALUATED})"
     )
     log(
-        f"training {unwrapped.config.projector} tokenizer on {data_name(args)}: {max_steps} steps, "
+        f"training {unwrapped.config.projector} {'' if levels is None else args.quantizer + ' '}tokenizer on "
+        f"{data_name(args)}: {max_steps} steps, "
         f"{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:.3g} ({args.lr_scheduler}); "
         f"evaluation: {evaluated_on}"
     )
@@ -763,7 +910,7 @@ def main(argv: list[str] | None = None) -> dict:
                     accelerator.clip_grad_norm_(discriminator.parameters(), args.max_grad_norm)
                 disc_optimizer.step()
                 disc_optimizer.zero_grad(set_to_none=True)
-        usage.update(out.indices)
+        usage.update(out.indices if levels is None else unwrapped.quantize.level_indices(out.indices))
         if slot_restart is not None:
             slot_restart.update(out.indices)
         if not accelerator.sync_gradients:  # a micro-batch: its gradients wait for the optimizer step
@@ -785,6 +932,9 @@ def main(argv: list[str] | None = None) -> dict:
 
         if step % args.logging_steps == 0 or step == max_steps:
             counts = usage.global_counts()  # collective: every process calls it
+            per_level = []
+            if levels is not None:
+                per_level, counts = level_usage(counts, unwrapped.config), counts.sum(0)
             stats = UsageStats.from_counts(counts)
             slots = live_slots(counts, unwrapped.config)
             usage.reset()
@@ -798,6 +948,8 @@ def main(argv: list[str] | None = None) -> dict:
             }
             if slots is not None:
                 logs["train_live_slots_window"] = slots[0]
+            for level in per_level:
+                logs[f"train_usage_window/{level_key(level)}"] = level["usage"]
             if slot_restart is not None:
                 logs["slot_restarts"] = slot_restart.restarts
             run.log_metrics(step, logs)
@@ -838,7 +990,7 @@ def main(argv: list[str] | None = None) -> dict:
             evaluation=last_eval,
             eval_description=eval_description,
             more_evaluations=[(description, result) for result, description in more_evaluations],
-            recipe=recipe_summary(args, lr, global_batch, max_steps, slot_restart),
+            recipe=recipe_summary(args, lr, global_batch, max_steps, slot_restart, unwrapped.config),
             training_departures=(
                 [f"dead bridge slots were restarted from live ones ({slot_restart_summary(args, slot_restart)})"]
                 if slot_restart is not None
@@ -857,7 +1009,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
         log(
             f"done in {wall_time / 60:.1f} min:{evaluated}\n"
-            f"saved the folded tokenizer to {args.output_dir} (FVQModel.from_pretrained('{args.output_dir}')), "
+            f"saved the folded tokenizer to {args.output_dir} "
+            f"({type(unwrapped).__name__}.from_pretrained('{args.output_dir}')), "
             f"the unfolded one to {os.path.join(args.output_dir, 'unfolded')}"
         )
     results = {

@@ -15,7 +15,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from ..quantization.projectors import slot_indices
-from ..quantization.usage import CodebookUsage, UsageStats, all_reduce_sum
+from ..quantization.usage import CodebookUsage, LevelUsage, UsageStats, all_reduce_sum
 from .metrics import psnr, psnr_y, ssim
 from .protocols import PROTOCOLS, EvaluationProtocol, get_protocol, quantize, round_trip_batch
 
@@ -79,6 +79,37 @@ def live_slots(counts: torch.Tensor, config) -> tuple[int, int] | None:
     return int(slots.unique().numel()), p * p
 
 
+def level_names(config) -> list[str] | None:
+    """The levels of a multi-code tokenizer as logs and cards name them (``depth 1``…, ``scale 4x4``…), None for
+    a tokenizer with one code per position."""
+    quantizer = config.get("quantizer")
+    if quantizer == "residual":
+        return [f"depth {i + 1}" for i in range(config.rq_depth)]
+    if quantizer == "multiscale":
+        return [f"scale {pn}x{pn}" for pn in config.scales]
+    return None
+
+
+def level_usage(counts: torch.Tensor, config) -> list[dict]:
+    """Per-level usage of a (levels, K) histogram (``LevelUsage.global_counts``): one dict per depth or scale with
+    its name, usage, used codes, perplexity, the codes chosen (tokens) and its live bridge slots when it has any."""
+    levels = []
+    for name, row in zip(level_names(config), counts, strict=True):
+        stats = UsageStats.from_counts(row)
+        level = {
+            "level": name,
+            "usage": stats.usage,
+            "used_codes": stats.used_codes,
+            "perplexity": stats.perplexity,
+            "tokens": stats.total,
+        }
+        slots = live_slots(row, config)
+        if slots is not None:
+            level["live_slots"], level["slots"] = slots
+        levels.append(level)
+    return levels
+
+
 def _check_matches(protocol: EvaluationProtocol, lpips, fid) -> None:
     """Refuse metric models that are not the protocol's, so a number never carries the wrong protocol's name."""
     net = getattr(lpips, "net", None)
@@ -105,7 +136,9 @@ def evaluate_tokenizer(
     keep_first: int = 0,
     reconstruct_images: int | None = None,
 ) -> tuple[EvaluationResult, torch.Tensor | None]:
-    """Run ``model`` (an ``FVQModel``, possibly wrapped) over ``dataloader`` and measure it under ``protocol``.
+    """Run ``model`` (an ``FVQModel`` or ``MultiCodeFVQModel``, possibly wrapped) over ``dataloader`` and measure it
+    under ``protocol``. A multi-code model's usage counts every level's codes together (a code is used if any depth
+    or scale chose it) and ``extra["levels"]`` holds each level's own (``level_usage``).
 
     Args:
         model: the tokenizer.
@@ -131,7 +164,15 @@ def evaluate_tokenizer(
     was_training = unwrapped.training
     unwrapped.eval()
     device = next(unwrapped.parameters()).device
-    usage = CodebookUsage(unwrapped.config.codebook_size, device=device)
+    names = level_names(unwrapped.config)
+    if names is None:
+        usage = CodebookUsage(unwrapped.config.codebook_size, device=device)
+    else:  # the quantizer splits a batch's indices into its depths or scales
+        usage = LevelUsage(unwrapped.config.codebook_size, len(names), device=device)
+
+    def count(indices):
+        usage.update(indices if names is None else unwrapped.quantize.level_indices(indices))
+
     # images compared, psnr, ssim, lpips, ssim with the true range, images counted towards usage
     sums = torch.zeros(6, dtype=torch.float64, device=device)
     kept: list[torch.Tensor] = []
@@ -148,14 +189,14 @@ def evaluate_tokenizer(
         if reconstruct_images is not None:
             compared = max(0, min(compared, reconstruct_images - int(sums[0])))
         if compared < images.shape[0]:  # past the limit: tokens only
-            usage.update(unwrapped.encode_indices(images[compared:]))
+            count(unwrapped.encode_indices(images[compared:]))
             if compared == 0:
                 continue
             images = images[:compared]
             batch = {key: value[:compared] if torch.is_tensor(value) else value for key, value in batch.items()}
         out = unwrapped(images)
         reconstruction = out.sample.float().clamp(-1, 1)
-        usage.update(out.indices)
+        count(out.indices)
         sums[0] += images.shape[0]
         if spec.in_memory:
             target = images.float()
@@ -192,6 +233,10 @@ def evaluate_tokenizer(
         if len(kept) * images.shape[0] < keep_first:
             kept.append(torch.stack([images.float(), reconstruction]).cpu())
     counts = usage.global_counts()
+    per_level = None
+    if names is not None:
+        per_level = level_usage(counts, unwrapped.config)
+        counts = counts.sum(0)
     stats = UsageStats.from_counts(counts)
     sums = all_reduce_sum(sums)
     n = max(float(sums[0]), 1.0)
@@ -215,6 +260,8 @@ def evaluate_tokenizer(
     slots = live_slots(counts, unwrapped.config)
     if slots is not None:
         result.extra["live_slots"], result.extra["slots"] = slots
+    if per_level is not None:
+        result.extra["levels"] = per_level
     unwrapped.train(was_training)
     pairs = torch.cat(kept, dim=1)[:, :keep_first] if kept else None
     return result, pairs

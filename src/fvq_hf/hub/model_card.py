@@ -227,7 +227,9 @@ def trained_tokenizer_card(
             f"{model.downsample_factor}× downsampling"
         ),
         codebook_dim=c.codebook_dim,
-        l2_normalize=c.l2_normalize,
+        quantizer=quantizer_description(c) if c.get("quantizer") else "",
+        model_class=type(model).__name__,
+        l2_normalize=c.get("l2_normalize", False),
         codebook_init_l2=c.get("codebook_init_l2", False),
         projector=projector_description(c, codebook_frozen),
         init_note=f"Departure from the paper: {'; '.join(departures)}." if departures else "",
@@ -253,6 +255,18 @@ def evaluation_columns(description: str, result, codebook_size: int) -> dict:
         "ssim": f"{result.ssim:.4f}",
         "lpips": f"{result.lpips:.4f}" if result.lpips is not None else None,
         "rfid": f"{result.rfid:.2f}" if result.rfid is not None else None,
+        "levels": [level_column(level) for level in extra.get("levels", [])],
+    }
+
+
+def level_column(level: dict) -> dict:
+    """One depth or scale of a multi-code evaluation (``extra["levels"]``) as the card's per-level table shows it."""
+    slots = f", {level['live_slots']}/{level['slots']} slots alive" if "live_slots" in level else ""
+    return {
+        "level": level["level"],
+        "usage": f"{level['usage']:.2%} ({level['used_codes']:,} codes{slots})",
+        "perplexity": f"{level['perplexity']:.1f}",
+        "tokens_per_code": level.get("tokens_per_code"),
     }
 
 
