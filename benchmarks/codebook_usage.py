@@ -55,7 +55,7 @@ from comparison import (
 from provenance import save_runs
 from torch.utils.data import DataLoader
 
-from fvq_hf import FVQModel, LevelUsage, MultiCodeFVQModel
+from fvq_hf import FVQModel, MultiCodeFVQModel
 from fvq_hf.data import DemoCropDataset, collate_images, demo_eval_samples
 from fvq_hf.evaluation import evaluate_tokenizer
 from fvq_hf.quantization import SlotRestart
@@ -158,25 +158,17 @@ def tokens_per_image(model, resolution: int) -> int:
     return side * side
 
 
-@torch.no_grad()
-def level_usage(model: MultiCodeFVQModel, loader: DataLoader) -> list[dict]:
-    """Usage of each depth or scale on a held-out set, with the most codes that level could use there."""
-    was_training = model.training
-    model.eval()
-    usage, images = LevelUsage(model.config.codebook_size, model.num_levels), 0
-    for batch in loader:
-        pixels = batch["pixel_values"].to(next(model.parameters()).device)
-        usage.update(model.quantize.level_indices(model.encode_indices(pixels)))
-        images += pixels.shape[0]
-    model.train(was_training)
-    side = loader.dataset.resolution // model.downsample_factor
-    sides = model.config.scales if model.config.quantizer == "multiscale" else [side] * model.config.rq_depth
-    levels = []
-    for stats, pn in zip(usage.compute()[1], sides, strict=True):
-        bound = min(model.config.codebook_size, images * pn * pn)
-        level = {"tokens_per_image": pn * pn, "used_codes": stats.used_codes, "usage": stats.usage}
-        levels.append({**level, "bound": bound, "of_bound": stats.used_codes / bound})
-    return levels
+def with_bounds(levels: list[dict], codebook_size: int) -> list[dict]:
+    """The evaluator's per-level usage, each level with the most codes it could use on that set: min(K, its
+    tokens), one token per code at best."""
+    return [
+        {
+            **level,
+            "bound": min(codebook_size, level["tokens"]),
+            "of_bound": level["used_codes"] / min(codebook_size, level["tokens"]),
+        }
+        for level in levels
+    ]
 
 
 def evaluate(model: FVQModel, heldout: dict[str, DataLoader], psnr_samples: int | None = None) -> dict:
@@ -201,8 +193,8 @@ def evaluate(model: FVQModel, heldout: dict[str, DataLoader], psnr_samples: int 
                 f"{prefix}slots": result.extra.get("slots"),
             }
         )
-        if not curve_point and isinstance(model, MultiCodeFVQModel):
-            numbers[f"{prefix}levels"] = level_usage(model, loader)
+        if not curve_point and "levels" in result.extra:
+            numbers[f"{prefix}levels"] = with_bounds(result.extra["levels"], model.config.codebook_size)
     return numbers
 
 
@@ -312,14 +304,13 @@ def plot(runs: list[dict], path: str) -> None:
 
 
 def level_text(run: dict) -> str:
-    """Each level's used codes as a fraction of the most it could use there: ``1×1 100%, …`` (RQ-VAE: depths)."""
+    """Each level's used codes as a fraction of the most it could use there: ``1x1 100%, …``, ``d1 47%, …`` for depths."""
     if "levels" not in run:
         return "–"
-    multiscale = run["quantizer"] == "multiscale"
-    names = [
-        f"{round(level['tokens_per_image'] ** 0.5)}²" if multiscale else f"d{i + 1}"
-        for i, level in enumerate(run["levels"])
-    ]
+    short = {"scale ": "", "depth ": "d"}  # "scale 4x4" → "4x4", "depth 1" → "d1"
+    names = [level["level"] for level in run["levels"]]
+    for long, brief in short.items():
+        names = [name.replace(long, brief) for name in names]
     return ", ".join(f"{name} {level['of_bound']:.0%}" for name, level in zip(names, run["levels"], strict=True))
 
 
