@@ -291,8 +291,9 @@ def plot(runs: list[dict], path: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for run in runs:
         plot_curve(ax, run)
+    preset = runs[0].get("tokenizer_preset", "tiny")  # the compared tokenizer (a reference run comes last)
     ax.set_title(
-        f"held-out codebook usage, tiny tokenizer, K = {runs[0]['codebook_size']:,}, d = {runs[0]['codebook_dim']}"
+        f"held-out codebook usage, {preset} tokenizer, K = {runs[0]['codebook_size']:,}, d = {runs[0]['codebook_dim']}"
     )
     ax.set_xlabel("step")
     ax.set_ylabel("codes used on the held-out cells (%)")
