@@ -149,15 +149,6 @@ def build_tokenizer(quantizer: str, args, **config) -> FVQModel | MultiCodeFVQMo
     return MultiCodeFVQModel.from_preset(TOKENIZER_PRESETS[quantizer], **config, **extra)
 
 
-def tokens_per_image(model, resolution: int) -> int:
-    side = resolution // model.downsample_factor
-    if getattr(model.config, "quantizer", None) == "residual":
-        return side * side * model.config.rq_depth
-    if getattr(model.config, "quantizer", None) == "multiscale":
-        return sum(pn * pn for pn in model.config.scales)
-    return side * side
-
-
 def with_bounds(levels: list[dict], codebook_size: int) -> list[dict]:
     """The evaluator's per-level usage, each level with the most codes it could use on that set: min(K, its
     tokens), one token per code at best."""
@@ -263,7 +254,7 @@ def run_one(
         "quantizer": quantizer,
         "single_code_reference": quantizer != args.quantizer,
         "tokenizer_preset": TOKENIZER_PRESETS[quantizer],
-        "tokens_per_image": tokens_per_image(model, args.resolution),
+        "tokens_per_image": model.tokens_per_image(args.resolution),
         "projector": projector,
         "annealing": annealing,
         "codebook_size": args.codebook_size,
@@ -276,7 +267,7 @@ def run_one(
         "steps": args.steps,
         **{key: value for key, value in final.items() if key not in ("step", "train_loss")},
         "seconds_per_step": train_seconds / args.steps,
-        "heldout_tokens_per_set": args.eval_samples * tokens_per_image(model, args.resolution),
+        "heldout_tokens_per_set": args.eval_samples * model.tokens_per_image(args.resolution),
         "psnr_crops_per_set": min(args.psnr_samples, args.eval_samples),
         "curve": curve,
     }

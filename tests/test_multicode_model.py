@@ -206,3 +206,16 @@ def test_load_tokenizer_gives_the_class_that_saved_the_folder_and_refuses_other_
     )
     with pytest.raises(ValueError, match="holds a FVQTransformer, not an fvq_hf tokenizer"):
         load_tokenizer(tmp_path / "gpt")
+
+
+def test_tokens_per_image_counts_every_depth_and_scale():
+    from fvq_hf import FVQModel
+
+    small = {"codebook_size": 64, "codebook_dim": 16}
+    assert FVQModel.from_preset("tiny", **small).tokens_per_image(32) == 8 * 8
+    assert MultiCodeFVQModel.from_preset("rq-tiny", **small).tokens_per_image(32) == 8 * 8 * 4
+    assert MultiCodeFVQModel.from_preset("rq-tiny", rq_depth=2, **small).tokens_per_image(64) == 16 * 16 * 2
+    var = MultiCodeFVQModel.from_preset("var-tiny", **small)
+    assert (
+        var.tokens_per_image(32) == 1 + 4 + 9 + 16 + 36 + 64 == var.encode_indices(torch.zeros(1, 3, 32, 32)).shape[1]
+    )

@@ -641,11 +641,7 @@ def run_evaluation(accelerator, unwrapped, ema, dataloader, lpips, description, 
     if ema is not None:
         ema.restore(unwrapped.parameters())
     result.extra["eval_data"] = description
-    tokens_per_image = (args.resolution // unwrapped.downsample_factor) ** 2
-    if unwrapped.config.get("quantizer") == "residual":
-        tokens_per_image *= unwrapped.config.rq_depth
-    elif unwrapped.config.get("quantizer") == "multiscale":
-        tokens_per_image = sum(side * side for side in unwrapped.config.scales)
+    tokens_per_image = unwrapped.tokens_per_image(args.resolution)
     result.extra["tokens_per_code"] = round(result.images * tokens_per_image / unwrapped.config.codebook_size, 2)
     for level in result.extra.get("levels", []):
         level["tokens_per_code"] = round(level["tokens"] / unwrapped.config.codebook_size, 2)

@@ -310,6 +310,10 @@ class FVQModel(ModelMixin, ConfigMixin):
     def downsample_factor(self) -> int:
         return 2 ** (len(self.config.block_out_channels) - 1)
 
+    def tokens_per_image(self, resolution: int) -> int:
+        """Codes one ``resolution`` × ``resolution`` image is tokenized into: one per latent position."""
+        return (resolution // self.downsample_factor) ** 2
+
     @property
     def codebook(self) -> torch.Tensor:
         """The lookup codebook Ĉ (K, d) as the quantizer uses it (projected, normalised when l2)."""

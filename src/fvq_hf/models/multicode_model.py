@@ -271,6 +271,13 @@ class MultiCodeFVQModel(ModelMixin, ConfigMixin):
     def downsample_factor(self) -> int:
         return 2 ** (len(self.config.block_out_channels) - 1)
 
+    def tokens_per_image(self, resolution: int) -> int:
+        """Codes one ``resolution`` × ``resolution`` image is tokenized into: ``rq_depth`` per latent position, or
+        Σ pn² over the scales (a multi-scale tokenizer takes one size only)."""
+        if self.config.quantizer == "multiscale":
+            return self.quantize.num_tokens
+        return (resolution // self.downsample_factor) ** 2 * self.config.rq_depth
+
     @property
     def codebook(self) -> torch.Tensor:
         """The lookup codebook Ĉ (K, d) every depth or scale chooses from."""
