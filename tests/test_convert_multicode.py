@@ -73,7 +73,7 @@ def test_rqvae_codes_at_every_depth_and_reconstruction(tmp_path, rq_file, capsys
         assert ref_codes[..., level].unique().numel() > 4  # the codes are not degenerate
     assert torch.allclose(out.sample, ref_images, atol=1e-5)
     card = (tmp_path / "rq" / "README.md").read_text()
-    assert f"residual quantizer (RQ-VAE), depth {depth}" in card and "MultiCodeFVQModel.from_pretrained" in card
+    assert f"residual (RQ-VAE): {depth} codes per position" in card and "MultiCodeFVQModel.from_pretrained" in card
 
 
 def test_rqvae_unfolded_keeps_the_bridge_and_every_key(rq_file):
@@ -133,7 +133,7 @@ def test_var_layouts_codes_at_every_scale_and_reconstruction(tmp_path, variant, 
     assert ref_maps[-1].unique().numel() > 4
     assert torch.allclose(sample, ref_images, atol=1e-5)
     card = (tmp_path / "out" / "README.md").read_text()
-    assert f"multi-scale quantizer (VAR), scales {', '.join(map(str, pns))}" in card
+    assert f"multi-scale (VAR): {len(pns)} scales {', '.join(map(str, pns))}" in card
 
 
 def test_var_release_keys_and_layout(tmp_path):

@@ -13,7 +13,7 @@ import os
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .model_card import projector_description, render_model_card
+from .model_card import projector_description, quantizer_description, render_model_card
 from .push import default_repo_id
 
 # the official args worth repeating in a tokenizer's card
@@ -35,7 +35,7 @@ def converted_tokenizer_card(result, saved, output_dir: str, to: str, repo_id: s
     ``"fvq"`` or ``"diffusers"``."""
     model = result.model
     c = model.config
-    multicode = _multicode_description(c)
+    multicode = quantizer_description(c) if c.get("quantizer") else None  # a MultiCodeFVQModel's
     folded_now = to == "diffusers" or getattr(saved.config, "folded", False)
     name = repo_id or output_dir
     if to == "diffusers":
@@ -112,22 +112,6 @@ def converted_tokenizer_card(result, saved, output_dir: str, to: str, repo_id: s
         projector_note=note.strip(),
         usage=usage,
     )
-
-
-def _multicode_description(c) -> str | None:
-    """The quantizer of a multi-code tokenizer in words (``None`` for a single-code one)."""
-    if c.get("quantizer") == "residual":
-        return (
-            f"residual quantizer (RQ-VAE), depth {c.rq_depth}: {c.rq_depth} codes per position, every depth looking "
-            "up the one codebook"
-        )
-    if c.get("quantizer") == "multiscale":
-        tokens = sum(pn * pn for pn in c.scales)
-        return (
-            f"multi-scale quantizer (VAR), scales {', '.join(map(str, c.scales))} ({tokens} tokens), "
-            f"{c.num_phi} φ convolutions of ratio {c.phi_ratio}, every scale looking up the one codebook"
-        )
-    return None
 
 
 def _projector_description(c, folded_now: bool) -> tuple[str, str, str | None]:
