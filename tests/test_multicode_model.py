@@ -201,6 +201,8 @@ def test_load_tokenizer_gives_the_class_that_saved_the_folder_and_refuses_other_
     FVQModel.from_preset("tiny", codebook_size=64, codebook_dim=32).save_pretrained(tmp_path / "one")
     rq, one = load_tokenizer(tmp_path / "rq"), load_tokenizer(tmp_path / "one")
     assert type(rq) is MultiCodeFVQModel and rq.config.rq_depth == 4 and type(one) is FVQModel
+    with pytest.raises(FileNotFoundError, match="has no subfolder 'unfolded'"):  # named, not skipped
+        load_tokenizer(tmp_path / "rq", subfolder="unfolded")
     FVQTransformer(vocab_size=16, num_classes=2, block_size=4, dim=32, n_layer=1, n_head=2).save_pretrained(
         tmp_path / "gpt"
     )

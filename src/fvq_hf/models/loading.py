@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .fvq_model import FVQModel
+from .fvq_model import FVQModel, load_pretrained
 from .multicode_model import MultiCodeFVQModel
 
 TOKENIZER_CLASSES = {cls.__name__: cls for cls in (FVQModel, MultiCodeFVQModel)}
@@ -14,7 +14,8 @@ def tokenizer_class(pretrained_model_name_or_path: str | os.PathLike, **kwargs) 
     """``FVQModel`` or ``MultiCodeFVQModel``, whichever saved the tokenizer at ``pretrained_model_name_or_path``
     (a folder or a Hub id; ``kwargs`` as for ``from_pretrained``, e.g. ``subfolder``, ``revision``)."""
     config_kwargs = {k: v for k, v in kwargs.items() if k in ("subfolder", "revision", "cache_dir", "token")}
-    config = FVQModel.load_config(os.fspath(pretrained_model_name_or_path), **config_kwargs)
+    # through load_pretrained, as from_pretrained goes: a local subfolder that is missing is named, never skipped
+    config = load_pretrained(FVQModel.load_config, os.fspath(pretrained_model_name_or_path), **config_kwargs)
     name = config.get("_class_name")
     if name not in TOKENIZER_CLASSES:
         raise ValueError(
