@@ -220,13 +220,13 @@ def side_by_side(images: list[Image.Image], gap: int = 2) -> Image.Image:
 def level_maps(model, indices: torch.Tensor) -> tuple[list[torch.Tensor], list[str]]:
     """One image's codes as (h, w) index maps, one per depth (RQ-VAE) or scale (VAR), with their names; a
     single-code tokenizer's (h, w) indices are one map."""
-    config = model.config
-    if getattr(config, "quantizer", None) == "residual":
-        return list(indices.unbind(-1)), [f"depth {i + 1}" for i in range(indices.shape[-1])]
-    if getattr(config, "quantizer", None) == "multiscale":
-        maps = [m[0] for m in model.quantize.unflatten_indices(indices[None])]
-        return maps, [f"{m.shape[0]}×{m.shape[1]}" for m in maps]
-    return [indices], [f"{indices.shape[0]}×{indices.shape[1]}"]
+    quantizer = getattr(model.config, "quantizer", None)
+    if quantizer is None:
+        return [indices], [f"{indices.shape[0]}×{indices.shape[1]}"]
+    maps = [m[0] for m in model.quantize.level_indices(indices[None])]
+    if quantizer == "residual":
+        return maps, [f"depth {i + 1}" for i in range(len(maps))]
+    return maps, [f"{m.shape[0]}×{m.shape[1]}" for m in maps]
 
 
 @dataclass
@@ -286,19 +286,17 @@ def reconstruct(model, image: Image.Image, size: int) -> Reconstruction:
     device = next(model.parameters()).device
     x = pil_to_tensor(crop)[None].to(device)
     indices = model.encode_indices(x)
-    decoded = model.decode_indices(indices)
-    recon = tensor_to_pil(decoded.float().cpu())[0]
     codebook_size = int(model.config.codebook_size)
     maps, levels = level_maps(model, indices[0].cpu())
+    # a multi-code tokenizer's last coarse-to-fine step is its whole decode: decoded once, shown twice
+    steps = model.decode_coarse_to_fine(indices) if len(maps) > 1 else [model.decode_indices(indices)]
+    recon = tensor_to_pil(steps[-1].float().cpu())[0]
     pictures = []
     for codes in maps:
         cell = side // codes.shape[0] if side % codes.shape[0] == 0 else 1
         picture = token_map(codes, codebook_size, cell)
         pictures.append(picture if picture.size == (side, side) else picture.resize((side, side), Image.NEAREST))
-    strip = None
-    if len(maps) > 1:
-        steps = model.decode_coarse_to_fine(indices)
-        strip = side_by_side([tensor_to_pil(step.float().cpu())[0] for step in steps])
+    strip = side_by_side([tensor_to_pil(step.float().cpu())[0] for step in steps]) if len(maps) > 1 else None
     return Reconstruction(
         input=crop,
         reconstruction=recon,
