@@ -144,7 +144,7 @@ TOKENIZER_PRESETS = {"single": "tiny", "residual": "rq-tiny", "multiscale": "var
 
 def build_tokenizer(quantizer: str, args, **config) -> FVQModel | MultiCodeFVQModel:
     if quantizer == "single":
-        return FVQModel.from_preset("tiny", **config)
+        return FVQModel.from_preset(TOKENIZER_PRESETS["single"], **config)
     extra = {"rq_depth": args.rq_depth} if quantizer == "residual" else {"scales": args.scales}
     return MultiCodeFVQModel.from_preset(TOKENIZER_PRESETS[quantizer], **config, **extra)
 
@@ -196,9 +196,8 @@ def run_one(
     heldout: dict[str, DataLoader],
     baseline_init: str,
     restart: bool,
-    quantizer: str | None = None,
+    quantizer: str,
 ) -> dict:
-    quantizer = quantizer or args.quantizer
     bridge = BRIDGE_FOR_SIZE.get(args.codebook_size, "L/4")  # smaller K: keep p = 4
     init_std = raw_codebook_init_std(projector, args.codebook_init_std, baseline_init)
     torch.manual_seed(args.seed)
@@ -332,7 +331,7 @@ def main(argv=None) -> list[dict]:
     runs = []
     for annealing in [True, False] if args.without_annealing else [True]:
         for projector, baseline_init, with_restart, kind in plan + (paper_bridge + reference if annealing else []):
-            run = run_one(projector, annealing, args, heldout, baseline_init, with_restart, quantizer=kind)
+            run = run_one(projector, annealing, args, heldout, baseline_init, with_restart, kind)
             runs.append(run)
             slots = f", slots {slots_text(run)}" if run["live_slots"] is not None else ""
             print(
