@@ -1,6 +1,8 @@
 """The decode step's kernels: every form gives the same tokens, the calibration picks an available one once per
 process, bf16 weights keep the greedy samples, and the two paths of each module compute the same values."""
 
+import warnings
+
 import pytest
 import torch
 from test_generation import naive_greedy, tiny_pipeline
@@ -80,6 +82,23 @@ def test_bf16_weights_keep_the_greedy_samples():
     model = tiny_transformer()
     fp32 = sample(model, None, top_k=1)
     assert torch.equal(sample(model.to(torch.bfloat16), None, top_k=1), fp32)
+
+
+def test_half_precision_on_a_cpu_without_its_instructions_warns_once(monkeypatch):
+    monkeypatch.setattr(decode_kernels, "_WARNED_SLOW_DTYPES", set())
+    model = tiny_transformer()
+    monkeypatch.setattr(decode_kernels, "_packing_supported", lambda dtype: False)  # a CPU without bf16 instructions
+    with pytest.warns(UserWarning, match=r"without torch.bfloat16 matrix instructions.*Keep it in float32"):
+        sample(model.to(torch.bfloat16), None, top_k=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sample(model.to(torch.bfloat16), "linear", top_k=1)  # once per process
+        sample(model.to(torch.float32), None, top_k=1)  # fp32 never
+    monkeypatch.setattr(decode_kernels, "_WARNED_SLOW_DTYPES", set())
+    monkeypatch.setattr(decode_kernels, "_packing_supported", lambda dtype: True)  # a CPU with them: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sample(model.to(torch.bfloat16), "linear", top_k=1)
 
 
 def test_unknown_or_unavailable_form_is_an_error():
