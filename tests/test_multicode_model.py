@@ -61,9 +61,11 @@ def test_decoding_the_first_k_depths_or_scales():
     assert (steps[-2] - full).abs().mean() < (steps[0] - full).abs().mean()
 
 
-@pytest.mark.parametrize("preset", ["rq-tiny", "var-tiny"])
-def test_fold_keeps_every_code_and_reconstruction(preset):
-    model = small_multicode(preset)
+@pytest.mark.parametrize(
+    ("preset", "options"), [("rq-tiny", {}), ("var-tiny", {}), ("var-tiny", {"cosine_search": True})]
+)
+def test_fold_keeps_every_code_and_reconstruction(preset, options):
+    model = small_multicode(preset, **options)
     x = images()
     folded = model.fold()
     assert folded.config.folded and folded.config.projector == "none" and folded.quantize.projector is None
@@ -74,9 +76,11 @@ def test_fold_keeps_every_code_and_reconstruction(preset):
         assert torch.allclose(folded(x).sample, model(x).sample, atol=1e-6)
 
 
-@pytest.mark.parametrize("preset", ["rq-tiny", "var-tiny"])
-def test_save_and_load_round_trip(tmp_path, preset):
-    model = small_multicode(preset)
+@pytest.mark.parametrize(
+    ("preset", "options"), [("rq-tiny", {}), ("var-tiny", {}), ("var-tiny", {"cosine_search": True})]
+)
+def test_save_and_load_round_trip(tmp_path, preset, options):
+    model = small_multicode(preset, **options)
     with torch.no_grad():  # move φ and the codebook off their init so a lost tensor would show
         for p in model.quantize.parameters():
             p.add_(torch.randn_like(p) * 0.01)
@@ -84,6 +88,7 @@ def test_save_and_load_round_trip(tmp_path, preset):
     loaded = MultiCodeFVQModel.from_pretrained(tmp_path / preset).eval()
     assert loaded.config.quantizer == model.config.quantizer
     assert type(loaded.quantize) is type(model.quantize)
+    assert getattr(loaded.quantize, "cosine_search", False) == bool(options.get("cosine_search"))
     x = images()
     with torch.no_grad():
         assert torch.equal(loaded.encode_indices(x), model.encode_indices(x))
@@ -127,6 +132,8 @@ def test_bad_input_and_export_give_clear_errors():
         MultiCodeFVQModel.from_preset("vq-16")
     with pytest.raises(TypeError, match="no config field"):
         MultiCodeFVQModel.from_preset("rq-tiny", depth=3)
+    with pytest.raises(ValueError, match="cosine_search is an option of the multi-scale quantizer"):
+        MultiCodeFVQModel.from_preset("rq-tiny", cosine_search=True)
     with pytest.raises(ValueError, match="quant_conv_kernel_size"):
         MultiCodeFVQModel.from_preset("rq-tiny", quant_conv_kernel_size=2)
     with pytest.raises(ValueError, match="multiples of 4"):
@@ -167,15 +174,19 @@ def test_push_to_hub_and_load_back(hub, preset):
 
 def test_the_card_wording_names_the_quantizer():
     from fvq_hf import FVQModel
-    from fvq_hf.hub import quantizer_description
+    from fvq_hf.hub import init_departures, quantizer_description
 
     with torch.device("meta"):
         var = MultiCodeFVQModel.from_preset("var-10scale")
         single = FVQModel.from_preset("tiny")
     assert quantizer_description(var.config) == (
         "multi-scale (VAR): 10 scales 1, 2, 3, 4, 5, 6, 8, 10, 13, 16 (680 tokens), one shared codebook, "
-        "4 shared φ convolutions (r = 0.5)"
+        "4 shared φ convolutions (r = 0.5), codes searched by L2 distance"
     )
+    cosine = small_multicode("var-tiny", cosine_search=True)
+    assert quantizer_description(cosine.config).endswith("codes searched by cosine similarity")
+    assert any("cosine similarity" in d for d in init_departures(cosine.config))
+    assert not any("cosine" in d for d in init_departures(var.config))
     rq = small_multicode("rq-tiny", rq_depth=3)
     assert quantizer_description(rq.config) == "residual (RQ-VAE): 3 codes per position, one shared codebook"
     assert quantizer_description(single.config) == "one code per position"

@@ -38,15 +38,20 @@ def linear_msq(scales=SCALES, seed: int = 0) -> MultiScaleQuantizer:
     return msq
 
 
-def reference_var(f, codebook, phis, table, scales, ratio=0.5):
+def reference_var(f, codebook, phis, table, scales, ratio=0.5, cosine=False):
     """VAR's quantisation written out from the raw tensors, in float64: area = adaptive average pooling, a full
-    distance matrix, bicubic upsampling, φ(h) = (1 − r)·h + r·conv3×3(h)."""
+    distance matrix (or, ``cosine``, VAR's using_znorm: the largest cosine), bicubic upsampling,
+    φ(h) = (1 − r)·h + r·conv3×3(h)."""
     b, d, n, _ = f.shape
     codebook, rest = codebook.double(), f.double()
     f_hat, maps, f_hats = torch.zeros_like(rest), [], []
     for si, pn in enumerate(scales):
         small = F.adaptive_avg_pool2d(rest, pn) if pn != n else rest
-        idx = torch.cdist(small.permute(0, 2, 3, 1).reshape(-1, d), codebook).argmin(1)
+        small = small.permute(0, 2, 3, 1).reshape(-1, d)
+        if cosine:
+            idx = (F.normalize(small, dim=1) @ F.normalize(codebook, dim=1).t()).argmax(1)
+        else:
+            idx = torch.cdist(small, codebook).argmin(1)
         h = codebook[idx].view(b, pn, pn, d).permute(0, 3, 1, 2)
         if pn != n:
             h = F.interpolate(h, size=(n, n), mode="bicubic")
@@ -80,6 +85,26 @@ def test_indices_features_and_losses_match_a_plain_recomputation(scales):
     mse = torch.stack([((fh - f.double()) ** 2).mean() for fh in ref_f_hats]).mean()
     assert torch.allclose(codebook_loss.double(), mse, atol=1e-5)
     assert torch.allclose(commitment_loss.double(), 0.25 * mse, atol=1e-5)
+
+
+def test_cosine_search_chooses_by_direction_and_keeps_the_codes_unnormalised():
+    msq = linear_msq()
+    msq.cosine_search = True
+    with torch.no_grad():  # codes of very different norms, so the L2-nearest and the best-aligned codes differ
+        msq.embedding.weight.mul_(torch.logspace(-1, 1, K).unsqueeze(1))
+    torch.manual_seed(2)
+    f = torch.randn(3, D, SCALES[-1], SCALES[-1])
+    quantized, indices, (codebook_loss, _) = msq(f, return_loss_breakdown=True)
+    linear = msq.projector.linear
+    codebook = (msq.embedding.weight @ linear.weight.t() + linear.bias).detach()
+    ref_maps, ref_f_hats = reference_var(f, codebook, phi_tensors(msq), msq.phi_index, SCALES, cosine=True)
+    for si, (ours, ref) in enumerate(zip(indices, ref_maps)):
+        assert torch.equal(ours, ref), f"scale {si}"
+    assert torch.allclose(quantized.double(), ref_f_hats[-1], atol=1e-5)
+    mse = torch.stack([((fh - f.double()) ** 2).mean() for fh in ref_f_hats]).mean()
+    assert torch.allclose(codebook_loss.double(), mse, atol=1e-5)
+    l2_maps, _ = reference_var(f, codebook, phi_tensors(msq), msq.phi_index, SCALES)
+    assert any(not torch.equal(a, b) for a, b in zip(ref_maps, l2_maps))  # the option changes the choice
 
 
 def test_phi_sharing_follows_vars_table():

@@ -140,7 +140,8 @@ def quantizer_description(config) -> str:
     tokens = sum(pn * pn for pn in scales)
     return (
         f"multi-scale (VAR): {len(scales)} scales {', '.join(map(str, scales))} ({tokens:,} tokens), one shared "
-        f"codebook, {config.num_phi} shared φ convolutions (r = {config.phi_ratio:g})"
+        f"codebook, {config.num_phi} shared φ convolutions (r = {config.phi_ratio:g}), codes searched by "
+        f"{'cosine similarity' if config.get('cosine_search') else 'L2 distance'}"
     )
 
 
@@ -152,6 +153,11 @@ def init_departures(config) -> list[str]:
         departures.append(
             f"the bridge's last Linear started from N(0, {config.bridge_output_init_std:g}²) instead of zeros, "
             "which keeps every code slot of a bridge token alive on small data"
+        )
+    if config.get("cosine_search"):
+        departures.append(
+            "codes were searched by cosine similarity (VAR's using_znorm) instead of the L2 distance of FVQ's VAR "
+            "tokenizer, which on small data left most codes farther than the few nearest every scale's residual"
         )
     if config.get("codebook_init_std") is not None:
         why = ", so the projector sees distinct inputs from the first step" if config.projector != "none" else ""

@@ -131,6 +131,8 @@ class MultiCodeFVQModel(ModelMixin, ConfigMixin):
         bridge_condition_index (`int`, defaults to 0): The row of that table the bridge uses.
         codebook_init_std (`float`, *optional*): Std of a N(0, std²) init of the raw codebook; ``None`` is
             uniform(−1/K, 1/K) (the official RQ-VAE's); VAR leaves ``nn.Embedding``'s N(0, 1) (1.0).
+        cosine_search (`bool`, defaults to False): Multi-scale only: choose codes by cosine similarity (VAR's
+            ``using_znorm``) instead of L2 distance; see ``MultiScaleQuantizer``.
         folded (`bool`, defaults to False): Set by ``fold``: the codebook is the projected codebook computed once.
         search_chunk_size (`int`, defaults to 2**24): Memory bound of the nearest-code search.
     """
@@ -170,6 +172,7 @@ class MultiCodeFVQModel(ModelMixin, ConfigMixin):
         bridge_num_condition_embeddings: int = 1,
         bridge_condition_index: int = 0,
         codebook_init_std: float | None = None,
+        cosine_search: bool = False,
         folded: bool = False,
         search_chunk_size: int | None = DEFAULT_CHUNK_SIZE,
     ):
@@ -180,6 +183,11 @@ class MultiCodeFVQModel(ModelMixin, ConfigMixin):
             raise ValueError(f"Unknown projector {projector!r}; choose one of {', '.join(PROJECTOR_TYPES)}.")
         if folded and projector != "none":
             raise ValueError("a folded model has no projector left: use projector='none' with folded=True")
+        if cosine_search and quantizer != "multiscale":
+            raise ValueError(
+                "cosine_search is an option of the multi-scale quantizer (VAR's using_znorm); the residual one "
+                "searches by L2 distance: drop cosine_search"
+            )
         if quant_conv_kernel_size not in (1, 3):
             raise ValueError(f"quant_conv_kernel_size must be 1 (LlamaGen) or 3 (VAR), got {quant_conv_kernel_size}")
         if len(down_block_types) != len(block_out_channels) or len(up_block_types) != len(block_out_channels):
@@ -221,7 +229,13 @@ class MultiCodeFVQModel(ModelMixin, ConfigMixin):
             self.quantize = ResidualQuantizer(codebook_size, codebook_dim, depth=rq_depth, **common)
         else:
             self.quantize = MultiScaleQuantizer(
-                codebook_size, codebook_dim, scales=tuple(scales), num_phi=num_phi, phi_ratio=phi_ratio, **common
+                codebook_size,
+                codebook_dim,
+                scales=tuple(scales),
+                num_phi=num_phi,
+                phi_ratio=phi_ratio,
+                cosine_search=cosine_search,
+                **common,
             )
         self.post_quant_conv = nn.Conv2d(codebook_dim, latent_channels, quant_conv_kernel_size, padding=padding)
         self.decoder = Decoder(

@@ -91,6 +91,11 @@ class MultiScaleQuantizer(VectorQuantizer):
         codebook_init_std (`float`, *optional*, defaults to 1.0): Initialise the raw codebook N(0, std²). VAR's
             quantizer (and FVQ's VAR tokenizer) leave ``nn.Embedding``'s own N(0, 1) init; ``None`` gives the
             uniform(−1/K, 1/K) of FVQ's single-code and RQ tokenizers.
+        cosine_search (`bool`, defaults to False): Choose each scale's codes by cosine similarity between the
+            residual and the codes (VAR's ``using_znorm``) instead of L2 distance; only the search changes, the
+            chosen codes enter f̂ and the losses unnormalised. With L2 the codebook must match each scale's residual
+            norm, which shrinks from coarse to fine; on small data the projected codebook drifts away from those
+            norms and most codes are never nearest (the README's multi-code section has the measurements).
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class MultiScaleQuantizer(VectorQuantizer):
         beta: float = 0.25,
         chunk_size: int | None = DEFAULT_CHUNK_SIZE,
         codebook_init_std: float | None = 1.0,
+        cosine_search: bool = False,
     ):
         scales = tuple(scales)
         if (
@@ -129,6 +135,7 @@ class MultiScaleQuantizer(VectorQuantizer):
             codebook_init_std=codebook_init_std,
         )
         self.scales = scales
+        self.cosine_search = bool(cosine_search)
         self.phi = nn.ModuleList(ResidualPhi(codebook_dim, phi_ratio) for _ in range(num_phi))
         self.phi_index = phi_table(len(scales), num_phi)
 
@@ -160,13 +167,18 @@ class MultiScaleQuantizer(VectorQuantizer):
         # VAR (and the official FVQ VAR tokenizer) run the whole quantizer, the bridge included, in fp32
         with torch.autocast(device_type=f.device.type, enabled=False):
             codebook = self.get_codebook().float()
+            # nearest by L2 among unit vectors is nearest by cosine
+            search_codebook = F.normalize(codebook.detach(), dim=1) if self.cosine_search else codebook.detach()
             target = f.float()
             residual = target.detach()
             f_hat = torch.zeros_like(residual)
             indices, codebook_terms, commitment_terms = [], [], []
             for si, pn in enumerate(self.scales):
                 rest = residual if si == len(self.scales) - 1 else F.interpolate(residual, size=(pn, pn), mode="area")
-                idx = nearest_code(rest.permute(0, 2, 3, 1).reshape(-1, d), codebook.detach(), self.chunk_size)
+                rest = rest.permute(0, 2, 3, 1).reshape(-1, d)
+                if self.cosine_search:
+                    rest = F.normalize(rest, dim=1)
+                idx = nearest_code(rest, search_codebook, self.chunk_size)
                 codes = F.embedding(idx, codebook).view(b, pn, pn, d).permute(0, 3, 1, 2).contiguous()
                 h = self._to_full_size(codes, si)
                 f_hat = f_hat + h
