@@ -3,6 +3,8 @@
     python benchmarks/codebook_usage.py                                   # K = 4,096, d = 256: 9 runs, 24 min on 2 CPU cores
     python benchmarks/codebook_usage.py --quantizer residual              # RQ-VAE, 4 codes per position (+ 1 reference run)
     python benchmarks/codebook_usage.py --quantizer multiscale            # VAR, scales 1, 2, 3, 4, 6, 8 (+ 1 reference run)
+    python benchmarks/codebook_usage.py --quantizer multiscale --cosine_search --projectors none vqbridge \
+        --no-without-annealing --no-restart-too                          # the VAR demo's cosine search, 3 runs
     python benchmarks/codebook_usage.py --codebook_size 16384 --steps 600 --device cuda
     python benchmarks/codebook_usage.py --codebook_size 65536 --steps 1000 --device cuda
     python benchmarks/codebook_usage.py --projectors none vqbridge --no-without-annealing
@@ -79,6 +81,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="token-map sides of the multi-scale quantizer, comma separated, the last = resolution / 4",
     )
     p.add_argument(
+        "--cosine_search",
+        action="store_true",
+        help="multiscale: every run searches codes by cosine similarity (VAR's using_znorm; the VAR CPU demo's "
+        "departure) instead of L2 distance; results go to ..._multiscale_cosine",
+    )
+    p.add_argument(
         "--no-without-annealing",
         dest="without_annealing",
         action="store_false",
@@ -129,7 +137,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.output is None:
         suffix = "" if args.quantizer == "single" else f"_{args.quantizer}"
+        suffix += "_cosine" if args.cosine_search else ""
         args.output = os.path.join(os.path.dirname(__file__), "results", f"codebook_usage{suffix}")
+    if args.cosine_search and args.quantizer != "multiscale":
+        p.error("--cosine_search is an option of the multi-scale quantizer: add --quantizer multiscale")
     if args.quantizer == "multiscale" and args.scales[-1] * 4 != args.resolution:
         p.error(
             f"--scales ends at {args.scales[-1]}, but --resolution {args.resolution} gives {args.resolution // 4} "
@@ -145,7 +156,10 @@ TOKENIZER_PRESETS = {"single": "tiny", "residual": "rq-tiny", "multiscale": "var
 def build_tokenizer(quantizer: str, args, **config) -> FVQModel | MultiCodeFVQModel:
     if quantizer == "single":
         return FVQModel.from_preset(TOKENIZER_PRESETS["single"], **config)
-    extra = {"rq_depth": args.rq_depth} if quantizer == "residual" else {"scales": args.scales}
+    if quantizer == "residual":
+        extra = {"rq_depth": args.rq_depth}
+    else:
+        extra = {"scales": args.scales, "cosine_search": args.cosine_search}
     return MultiCodeFVQModel.from_preset(TOKENIZER_PRESETS[quantizer], **config, **extra)
 
 
@@ -254,6 +268,7 @@ def run_one(
         "single_code_reference": quantizer != args.quantizer,
         "tokenizer_preset": TOKENIZER_PRESETS[quantizer],
         "tokens_per_image": model.tokens_per_image(args.resolution),
+        "code_search": "cosine" if model.config.get("cosine_search") else "L2",
         "projector": projector,
         "annealing": annealing,
         "codebook_size": args.codebook_size,

@@ -68,6 +68,8 @@ def run_label(run: dict) -> str:
     label = run["projector"]
     if run.get("baseline_init") == "fair":
         label += f", {run['codebook_init']}"
+    if run.get("code_search") == "cosine":
+        label += ", cosine search"
     if run.get("slot_restart") is False:
         label += ", no slot restart"
     if run.get("single_code_reference"):

@@ -78,11 +78,12 @@ def test_codebook_scaling_writes_a_list_of_runs_and_a_plot(tmp_path):
     assert out.with_suffix(".png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("quantizer", ["residual", "multiscale"])
-def test_codebook_usage_of_multi_code_tokenizers_reports_each_level_against_its_bound(tmp_path, quantizer):
+@pytest.mark.parametrize(("quantizer", "search"), [("residual", "L2"), ("multiscale", "L2"), ("multiscale", "cosine")])
+def test_codebook_usage_of_multi_code_tokenizers_reports_each_level_against_its_bound(tmp_path, quantizer, search):
     out = tmp_path / quantizer
     args = ["--quantizer", quantizer, "--projectors", "none", "vqbridge", "--no-without-annealing", "--no-restart-too"]
     args += ["--rq_depth", "3"] if quantizer == "residual" else ["--scales", "1,2,4"]
+    args += ["--cosine_search"] if search == "cosine" else []
     small = ["--codebook_size", "256", "--codebook_dim", "16", "--resolution", "16", "--batch_size", "4"]
     small += ["--steps", "2", "--eval_every", "2", "--eval_samples", "8", "--output", str(out)]
     result = subprocess.run(
@@ -99,6 +100,9 @@ def test_codebook_usage_of_multi_code_tokenizers_reports_each_level_against_its_
         (quantizer, "vqbridge"),
         ("single", "vqbridge"),
     ]
+    assert [r["code_search"] for r in runs] == [search, search, "L2"]  # the single-code reference searches by L2
+    if search == "cosine":
+        assert "vqbridge, cosine search" in result.stdout
     sides = [4, 4, 4] if quantizer == "residual" else [1, 2, 4]
     assert runs[0]["tokens_per_image"] == sum(side * side for side in sides)
     assert runs[2]["tokens_per_image"] == 16 and runs[2]["single_code_reference"] and "levels" not in runs[2]

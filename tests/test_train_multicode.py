@@ -123,6 +123,7 @@ def test_killed_multicode_run_resumes_exactly(tmp_path):
         (["--quantizer", "residual", "--model_preset", "var-tiny"], "var-tiny is a multiscale tokenizer"),
         (["--quantizer", "residual", "--l2_normalize"], "--l2_normalize is an option of single-code"),
         (["--quantizer", "multiscale", "--phi_ratio", "2"], "--phi_ratio 2.0: a ratio in [0, 1]"),
+        (["--quantizer", "residual", "--cosine_search"], "--cosine_search sets the multiscale quantizer"),
     ],
 )
 def test_flags_that_do_not_fit_the_quantizer_are_refused(capsys, flags, message):
@@ -155,6 +156,7 @@ def test_configs_hold_the_official_multicode_recipes_and_small_demos():
         40,
         0.0,
     )
+    assert var.cosine_search is None  # FVQ's VAR run searches by L2 distance
     for args in (rq, var):
         assert (args.learning_rate, args.lr_reference_batch, args.adam_beta2, args.lr_scheduler) == (
             1e-4,
@@ -175,3 +177,8 @@ def test_configs_hold_the_official_multicode_recipes_and_small_demos():
         assert args.dataset_name is None and args.train_data_dir is None  # the embedded photos, as demo-cpu.yaml
         model = MultiCodeFVQModel.from_preset(preset)
         train_tokenizer.check_resolution(args, model)
+    # the VAR demo's departure: codes searched by cosine similarity, and the model it builds does so
+    var_demo = train_tokenizer.parse_args(["--config", str(configs / "demo-cpu-var.yaml")])
+    assert var_demo.cosine_search is True
+    model, _ = train_tokenizer.build_model(var_demo, print)
+    assert model.config.cosine_search and model.quantize.cosine_search

@@ -190,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="φ(h) = (1 − r)·h + r·conv(h), r in [0, 1] (VAR: 0.5; default: the preset's)",
     )
+    g.add_argument(
+        "--cosine_search",
+        action="store_const",
+        const=True,
+        default=None,
+        help="multi-scale: choose codes by cosine similarity (VAR's using_znorm) instead of L2 distance, a departure "
+        "from FVQ's VAR recipe that keeps the codes in use on small data (the VAR CPU demo sets it)",
+    )
 
     g = p.add_argument_group("data")
     g.add_argument(
@@ -340,7 +348,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 QUANTIZERS = ("single", "residual", "multiscale")
 DEFAULT_PRESETS = {"single": "vq-16", "residual": "rq-8x8x4", "multiscale": "var-10scale"}
-MULTICODE_OPTIONS = {"rq_depth": "residual", "scales": "multiscale", "num_phi": "multiscale", "phi_ratio": "multiscale"}
+MULTICODE_OPTIONS = {
+    "rq_depth": "residual",
+    "scales": "multiscale",
+    "num_phi": "multiscale",
+    "phi_ratio": "multiscale",
+    "cosine_search": "multiscale",
+}
 
 
 def check_quantizer_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
