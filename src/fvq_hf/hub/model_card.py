@@ -156,8 +156,8 @@ def init_departures(config) -> list[str]:
         )
     if config.get("cosine_search"):
         departures.append(
-            "codes were searched by cosine similarity (VAR's using_znorm) instead of the L2 distance of FVQ's VAR "
-            "tokenizer, which on small data left most codes farther than the few nearest every scale's residual"
+            "codes were searched by cosine similarity (VAR's using_znorm) instead of by the L2 distance of FVQ's VAR "
+            "tokenizer: with L2 on small data, most codes were never the nearest to any scale's residual"
         )
     if config.get("codebook_init_std") is not None:
         why = ", so the projector sees distinct inputs from the first step" if config.projector != "none" else ""
