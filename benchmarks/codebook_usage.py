@@ -56,6 +56,7 @@ from comparison import (
 )
 from provenance import save_runs
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from fvq_hf import FVQModel, MultiCodeFVQModel
 from fvq_hf.data import DemoCropDataset, collate_images, demo_eval_samples
@@ -243,7 +244,8 @@ def run_one(
     curve = [{"step": 0, **evaluate(model, heldout)}]  # usage on the cells
     train_seconds = 0.0  # held-out evaluations are not training time
     model.train()
-    for step, batch in enumerate(loader, start=1):
+    label = f"{TOKENIZER_PRESETS[quantizer]}, {projector}{'' if annealing else ', no annealing'}"
+    for step, batch in enumerate(tqdm(loader, desc=label, leave=False), start=1):
         images = batch["pixel_values"].to(args.device)
         started = time.perf_counter()
         out = model(images)

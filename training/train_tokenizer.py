@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         default=None,
         help="multi-scale: choose codes by cosine similarity (VAR's using_znorm) instead of L2 distance, a departure "
-        "from FVQ's VAR recipe that keeps the codes in use on small data (the VAR CPU demo sets it)",
+        "from FVQ's VAR recipe; the VAR CPU demo sets it (87%% of its codes in use held out, ~10%% with L2)",
     )
 
     g = p.add_argument_group("data")
