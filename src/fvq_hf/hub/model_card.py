@@ -146,8 +146,8 @@ def quantizer_description(config) -> str:
 
 
 def init_departures(config) -> list[str]:
-    """Where a tokenizer's initialisation departs from the paper's (zero-initialised bridge output, uniform ±1/K
-    raw codebook), one sentence each."""
+    """Where a tokenizer's config departs from the paper's, one sentence each: its initialisation (zero-initialised
+    bridge output, uniform ±1/K raw codebook) and, for a multi-scale tokenizer, a cosine code search."""
     departures = []
     if config.projector == "vqbridge" and config.bridge_output_init_std > 0:
         departures.append(
