@@ -45,8 +45,11 @@ def level_counts(model, images):
 @pytest.mark.parametrize("kind", ["residual", "multiscale"])
 def test_multicode_run_reports_exact_per_level_usage(tmp_path, kind):
     out = tmp_path / kind
+    # the multiscale run also trains its quantizer at a quarter of the rate (checked below)
+    slower = ["--quantizer_lr_scale", "0.25"] if kind == "multiscale" else []
     result = run(
-        [TRAIN, *TINY, *KINDS[kind], "--max_train_steps", "3", "--logging_steps", "1", "--output_dir", str(out)]
+        [TRAIN, *TINY, *KINDS[kind], *slower, "--max_train_steps", "3", "--logging_steps", "1"]
+        + ["--output_dir", str(out)]
     )
     assert f"MultiCodeFVQModel.from_pretrained('{out}')" in result.stdout
     assert "per level: " + LEVELS[kind][0] in result.stdout  # the log line of each evaluation
@@ -75,6 +78,12 @@ def test_multicode_run_reports_exact_per_level_usage(tmp_path, kind):
     card = (out / "README.md").read_text()
     assert f"| {LEVELS[kind][0]} (" in card and "| quantizer |" in card
     assert "from fvq_hf import MultiCodeFVQModel" in card and "to_diffusers()" not in card
+    if slower:  # the quantizer's rate is logged beside the others' and the card names the departure
+        assert all(row["lr_quantizer"] == pytest.approx(row["lr"] * 0.25) for row in rows if "lr" in row)
+        assert "trained at 0.25 × the learning rate of the encoder and decoder" in card
+        assert "quantizer (codebook, projector, φ) × 0.25" in card
+    else:
+        assert all("lr_quantizer" not in row for row in rows) and "× the learning rate" not in card
 
     if kind == "residual":  # the standalone evaluator loads the saved class and measures the same
         report = run(
@@ -182,3 +191,34 @@ def test_configs_hold_the_official_multicode_recipes_and_small_demos():
     assert var_demo.cosine_search is True
     model, _ = train_tokenizer.build_model(var_demo, print)
     assert model.config.cosine_search and model.quantize.cosine_search
+
+
+def test_quantizer_lr_scale_moves_the_quantizer_slower_and_nothing_else():
+    torch.manual_seed(0)
+    model = MultiCodeFVQModel.from_preset("var-tiny", codebook_size=64, codebook_dim=8, bridge="S/4", scales=(1, 2, 4))
+    model.encoder.conv_in.weight.requires_grad_(False)  # a frozen parameter stays out of both groups
+    groups = train_tokenizer.generator_param_groups(model, 1e-3, 0.1)
+    quantizer = {id(p) for p in model.quantize.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in trainable)
+    assert all(id(p) not in quantizer for p in groups[0]["params"])
+    assert {id(p) for p in groups[1]["params"]} == quantizer and groups[1]["lr"] == pytest.approx(1e-4)
+    assert train_tokenizer.generator_param_groups(model, 1e-3) == [{"params": trainable}]
+
+    # one Adam step from a real loss: the first step moves each weight by about its group's rate
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.Adam(groups, lr=1e-3)
+    images = torch.stack([DemoCropDataset("parts", 16, num_samples=4, seed=0)[i] for i in range(4)])
+    out = model(images)
+    (torch.nn.functional.mse_loss(out.sample, images) + out.codebook_loss + out.commitment_loss).backward()
+    optimizer.step()
+    moved = {name: (p.detach() - before[name]).abs().max().item() for name, p in model.named_parameters()}
+    assert moved["encoder.conv_in.weight"] == 0
+    assert max(v for k, v in moved.items() if k.startswith("quantize.")) == pytest.approx(1e-4, rel=0.05)
+    assert max(v for k, v in moved.items() if not k.startswith("quantize.")) == pytest.approx(1e-3, rel=0.05)
+
+
+def test_quantizer_lr_scale_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        train_tokenizer.parse_args(["--quantizer_lr_scale", "0"])
+    assert "--quantizer_lr_scale 0.0: a positive multiplier" in capsys.readouterr().err

@@ -260,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="learning annealing (the paper's), cosine decay, or constant",
     )
     g.add_argument("--lr_warmup_ratio", type=float, default=0.1, help="warmup as a fraction of the steps")
+    g.add_argument(
+        "--quantizer_lr_scale",
+        type=float,
+        default=1.0,
+        help="multiplier of the learning rate for the quantizer's parameters (raw codebook, projector, VAR's φ "
+        "convolutions); the paper trains everything at one rate (1)",
+    )
     g.add_argument("--adam_beta1", type=float, default=0.9, help="Adam β1 (generator and discriminator)")
     g.add_argument("--adam_beta2", type=float, default=0.95, help="Adam β2 (the paper: 0.95)")
     g.add_argument("--weight_decay", type=float, default=0.0, help="Adam weight decay (the paper: none)")
@@ -335,6 +342,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parse_args_with_config(parser, argv)
     if args.dataset_name and args.train_data_dir:
         parser.error("pass --dataset_name or --train_data_dir, not both")
+    if not args.quantizer_lr_scale > 0:
+        parser.error(f"--quantizer_lr_scale {args.quantizer_lr_scale}: a positive multiplier (1 trains at one rate)")
     if args.validation_fraction:
         if not (args.dataset_name or args.train_data_dir):
             parser.error("--validation_fraction holds out part of your data: pass --train_data_dir or --dataset_name")
@@ -714,6 +723,34 @@ def describe_evaluation(result, description: str) -> str:
     return line
 
 
+def generator_param_groups(model, lr: float, quantizer_lr_scale: float = 1.0) -> list[dict]:
+    """The tokenizer's trainable parameters for Adam: one group at ``lr``, or, with a ``quantizer_lr_scale`` other
+    than 1, the quantizer's (raw codebook, projector, φ) in a second group at ``lr × quantizer_lr_scale``. The
+    schedule multiplies both alike."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    in_quantizer = {id(p) for p in model.quantize.parameters()}
+    quantizer = [p for p in trainable if id(p) in in_quantizer]
+    if quantizer_lr_scale == 1 or not quantizer:  # e.g. a folded codebook, frozen
+        return [{"params": trainable}]
+    return [
+        {"params": [p for p in trainable if id(p) not in in_quantizer]},
+        {"params": quantizer, "lr": lr * quantizer_lr_scale},
+    ]
+
+
+def training_departures(args, restart: SlotRestart | None) -> list[str]:
+    """Where the training recipe departed from the paper's, one sentence each, for the model card."""
+    departures = []
+    if restart is not None:
+        departures.append(f"dead bridge slots were restarted from live ones ({slot_restart_summary(args, restart)})")
+    if args.quantizer_lr_scale != 1:
+        departures.append(
+            f"the quantizer (raw codebook, projector, φ) trained at {args.quantizer_lr_scale:g} × the learning rate "
+            "of the encoder and decoder instead of one rate for all"
+        )
+    return departures
+
+
 def recipe_summary(args, lr, global_batch, max_steps, restart: SlotRestart | None = None, config=None) -> dict:
     """The recipe as run, for the model card (with the model's ``config``, a multi-code model's quantizer too)."""
     if not args.use_ema:
@@ -735,6 +772,8 @@ def recipe_summary(args, lr, global_batch, max_steps, restart: SlotRestart | Non
     quantizer = {}
     if config is not None and config.get("quantizer") is not None:
         quantizer = {"quantizer": quantizer_description(config)}
+    if args.quantizer_lr_scale != 1:
+        learning_rate += f"; quantizer (codebook, projector, φ) × {args.quantizer_lr_scale:g}"
     return {
         **quantizer,
         "steps": max_steps,
@@ -796,7 +835,7 @@ def main(argv: list[str] | None = None) -> dict:
     lpips = build_perceptual_loss(args, accelerator.device, log)
     discriminator = build_discriminator(args, model.config.out_channels)
     adam = {"lr": lr, "betas": (args.adam_beta1, args.adam_beta2), "weight_decay": args.weight_decay}
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], **adam)
+    optimizer = torch.optim.Adam(generator_param_groups(model, lr, args.quantizer_lr_scale), **adam)
     disc_optimizer = torch.optim.Adam(discriminator.parameters(), **adam) if discriminator is not None else None
 
     # ---- data
@@ -956,6 +995,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "train_usage_window": stats.usage,
                 "skipped_images": skipped_images,
             }
+            if len(scheduler.get_last_lr()) > 1:
+                logs["lr_quantizer"] = scheduler.get_last_lr()[1]
             if slots is not None:
                 logs["train_live_slots_window"] = slots[0]
             for level in per_level:
@@ -1001,11 +1042,7 @@ def main(argv: list[str] | None = None) -> dict:
             eval_description=eval_description,
             more_evaluations=[(description, result) for result, description in more_evaluations],
             recipe=recipe_summary(args, lr, global_batch, max_steps, slot_restart, unwrapped.config),
-            training_departures=(
-                [f"dead bridge slots were restarted from live ones ({slot_restart_summary(args, slot_restart)})"]
-                if slot_restart is not None
-                else []
-            ),
+            training_departures=training_departures(args, slot_restart),
             hardware=hardware,
             wall_time=wall_time,
             base_model=args.pretrained_model_name_or_path,
