@@ -180,6 +180,7 @@ def test_configs_hold_the_official_multicode_recipes_and_small_demos():
             "adm",
         )
         assert args.slot_restart_steps == 0 and not args.use_ema and args.weight_decay == 0
+        assert args.quantizer_lr_scale == 1  # one rate for everything, as the official trainers
     for name, preset in (("demo-cpu-rq", "rq-tiny"), ("demo-cpu-var", "var-tiny")):
         args = train_tokenizer.parse_args(["--config", str(configs / f"{name}.yaml")])
         assert args.model_preset == preset and args.resolution == 32
@@ -189,6 +190,10 @@ def test_configs_hold_the_official_multicode_recipes_and_small_demos():
     # the VAR demo's departure: codes searched by cosine similarity, and the model it builds does so
     var_demo = train_tokenizer.parse_args(["--config", str(configs / "demo-cpu-var.yaml")])
     assert var_demo.cosine_search is True
+    # and its quantizer trains at a tenth of the rate of the encoder and decoder
+    assert (var_demo.learning_rate, var_demo.quantizer_lr_scale) == (3e-4, 0.1)
+    groups = train_tokenizer.generator_param_groups(model, var_demo.learning_rate, var_demo.quantizer_lr_scale)
+    assert [group.get("lr") for group in groups] == [None, pytest.approx(3e-5)]
     model, _ = train_tokenizer.build_model(var_demo, print)
     assert model.config.cosine_search and model.quantize.cosine_search
 
