@@ -190,12 +190,12 @@ def test_configs_hold_the_official_multicode_recipes_and_small_demos():
     # the VAR demo's departure: codes searched by cosine similarity, and the model it builds does so
     var_demo = train_tokenizer.parse_args(["--config", str(configs / "demo-cpu-var.yaml")])
     assert var_demo.cosine_search is True
+    model, _ = train_tokenizer.build_model(var_demo, print)
+    assert model.config.cosine_search and model.quantize.cosine_search
     # and its quantizer trains at a tenth of the rate of the encoder and decoder
     assert (var_demo.learning_rate, var_demo.quantizer_lr_scale) == (3e-4, 0.1)
     groups = train_tokenizer.generator_param_groups(model, var_demo.learning_rate, var_demo.quantizer_lr_scale)
     assert [group.get("lr") for group in groups] == [None, pytest.approx(3e-5)]
-    model, _ = train_tokenizer.build_model(var_demo, print)
-    assert model.config.cosine_search and model.quantize.cosine_search
 
 
 def test_quantizer_lr_scale_moves_the_quantizer_slower_and_nothing_else():
