@@ -738,21 +738,25 @@ def generator_param_groups(model, lr: float, quantizer_lr_scale: float = 1.0) ->
     ]
 
 
-def training_departures(args, restart: SlotRestart | None) -> list[str]:
-    """Where the training recipe departed from the paper's, one sentence each, for the model card."""
+def training_departures(args, restart: SlotRestart | None, quantizer_lr_scale: float = 1.0) -> list[str]:
+    """Where the training recipe departed from the paper's, one sentence each, for the model card
+    (``quantizer_lr_scale``: the multiplier the optimizer applied, 1 where it had no quantizer to scale)."""
     departures = []
     if restart is not None:
         departures.append(f"dead bridge slots were restarted from live ones ({slot_restart_summary(args, restart)})")
-    if args.quantizer_lr_scale != 1:
+    if quantizer_lr_scale != 1:
         departures.append(
-            f"the quantizer (raw codebook, projector, φ) trained at {args.quantizer_lr_scale:g} × the learning rate "
+            f"the quantizer (raw codebook, projector, φ) trained at {quantizer_lr_scale:g} × the learning rate "
             "of the encoder and decoder instead of one rate for all"
         )
     return departures
 
 
-def recipe_summary(args, lr, global_batch, max_steps, restart: SlotRestart | None = None, config=None) -> dict:
-    """The recipe as run, for the model card (with the model's ``config``, a multi-code model's quantizer too)."""
+def recipe_summary(
+    args, lr, global_batch, max_steps, restart: SlotRestart | None = None, config=None, quantizer_lr_scale: float = 1.0
+) -> dict:
+    """The recipe as run, for the model card (with the model's ``config``, a multi-code model's quantizer too;
+    ``quantizer_lr_scale`` as for ``training_departures``)."""
     if not args.use_ema:
         ema = "no"
     elif args.ema_schedule == "fixed":
@@ -772,8 +776,8 @@ def recipe_summary(args, lr, global_batch, max_steps, restart: SlotRestart | Non
     quantizer = {}
     if config is not None and config.get("quantizer") is not None:
         quantizer = {"quantizer": quantizer_description(config)}
-    if args.quantizer_lr_scale != 1:
-        learning_rate += f"; quantizer (codebook, projector, φ) × {args.quantizer_lr_scale:g}"
+    if quantizer_lr_scale != 1:
+        learning_rate += f"; quantizer (codebook, projector, φ) × {quantizer_lr_scale:g}"
     return {
         **quantizer,
         "steps": max_steps,
@@ -836,6 +840,8 @@ def main(argv: list[str] | None = None) -> dict:
     discriminator = build_discriminator(args, model.config.out_channels)
     adam = {"lr": lr, "betas": (args.adam_beta1, args.adam_beta2), "weight_decay": args.weight_decay}
     optimizer = torch.optim.Adam(generator_param_groups(model, lr, args.quantizer_lr_scale), **adam)
+    # what the card reports: no second group when there was no trainable quantizer to scale (a folded codebook)
+    quantizer_lr_scale = args.quantizer_lr_scale if len(optimizer.param_groups) > 1 else 1.0
     disc_optimizer = torch.optim.Adam(discriminator.parameters(), **adam) if discriminator is not None else None
 
     # ---- data
@@ -987,16 +993,17 @@ def main(argv: list[str] | None = None) -> dict:
             stats = UsageStats.from_counts(counts)
             slots = live_slots(counts, unwrapped.config)
             usage.reset()
+            rates = scheduler.get_last_lr()  # one per parameter group
             logs = {
                 "loss": loss.detach().item(),
                 **{name: value.detach().item() for name, value in terms.items()},
                 "discriminator_loss": disc_loss.detach().item(),
-                "lr": scheduler.get_last_lr()[0],
+                "lr": rates[0],
                 "train_usage_window": stats.usage,
                 "skipped_images": skipped_images,
             }
-            if len(scheduler.get_last_lr()) > 1:
-                logs["lr_quantizer"] = scheduler.get_last_lr()[1]
+            if len(rates) > 1:
+                logs["lr_quantizer"] = rates[1]
             if slots is not None:
                 logs["train_live_slots_window"] = slots[0]
             for level in per_level:
@@ -1041,8 +1048,10 @@ def main(argv: list[str] | None = None) -> dict:
             evaluation=last_eval,
             eval_description=eval_description,
             more_evaluations=[(description, result) for result, description in more_evaluations],
-            recipe=recipe_summary(args, lr, global_batch, max_steps, slot_restart, unwrapped.config),
-            training_departures=training_departures(args, slot_restart),
+            recipe=recipe_summary(
+                args, lr, global_batch, max_steps, slot_restart, unwrapped.config, quantizer_lr_scale
+            ),
+            training_departures=training_departures(args, slot_restart, quantizer_lr_scale),
             hardware=hardware,
             wall_time=wall_time,
             base_model=args.pretrained_model_name_or_path,
