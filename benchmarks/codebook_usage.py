@@ -5,6 +5,8 @@
     python benchmarks/codebook_usage.py --quantizer multiscale            # VAR, scales 1, 2, 3, 4, 6, 8 (+ 1 reference run)
     python benchmarks/codebook_usage.py --quantizer multiscale --cosine_search --projectors none vqbridge \
         --no-without-annealing --no-restart-too                          # the VAR demo's cosine search, 3 runs
+    python benchmarks/codebook_usage.py --quantizer multiscale --cosine_search --projectors none vqbridge \
+        --no-without-annealing --no-restart-too --learning_rate 3e-4 --quantizer_lr_scale 0.1   # and its rates
     python benchmarks/codebook_usage.py --codebook_size 16384 --steps 600 --device cuda
     python benchmarks/codebook_usage.py --codebook_size 65536 --steps 1000 --device cuda
     python benchmarks/codebook_usage.py --projectors none vqbridge --no-without-annealing
@@ -62,7 +64,7 @@ from fvq_hf import FVQModel, MultiCodeFVQModel
 from fvq_hf.data import DemoCropDataset, collate_images, demo_eval_samples
 from fvq_hf.evaluation import evaluate_tokenizer
 from fvq_hf.quantization import SlotRestart
-from fvq_hf.training import get_scheduler
+from fvq_hf.training import get_scheduler, tokenizer_param_groups
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -102,6 +104,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument(
+        "--quantizer_lr_scale",
+        type=float,
+        default=1.0,
+        help="every run trains its quantizer (raw codebook, projector, φ) at this multiple of --learning_rate, as "
+        "train_tokenizer.py's option (the VAR demo: 0.1); results go to ..._lr<rate>_q<scale>",
+    )
+    p.add_argument(
         "--eval_samples", type=int, default=None, help="crops of each held-out set (default: 64 tokens per code)"
     )
     p.add_argument(
@@ -139,7 +148,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.output is None:
         suffix = "" if args.quantizer == "single" else f"_{args.quantizer}"
         suffix += "_cosine" if args.cosine_search else ""
+        if args.quantizer_lr_scale != 1:  # a recipe of its own: never overwrite the one-rate results
+            suffix += f"_lr{args.learning_rate:g}_q{args.quantizer_lr_scale:g}"
         args.output = os.path.join(os.path.dirname(__file__), "results", f"codebook_usage{suffix}")
+    if not args.quantizer_lr_scale > 0:
+        p.error(f"--quantizer_lr_scale {args.quantizer_lr_scale}: a positive multiplier (1 trains at one rate)")
     if args.cosine_search and args.quantizer != "multiscale":
         p.error("--cosine_search is an option of the multi-scale quantizer: add --quantizer multiscale")
     if args.quantizer == "multiscale" and args.scales[-1] * 4 != args.resolution:
@@ -226,7 +239,8 @@ def run_one(
         bridge_output_init_std=args.bridge_output_init_std,
         codebook_init_std=init_std,
     ).to(args.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.95))
+    param_groups = tokenizer_param_groups(model, args.learning_rate, args.quantizer_lr_scale)
+    optimizer = torch.optim.Adam(param_groups, lr=args.learning_rate, betas=(0.9, 0.95))
     slot_restart = None
     if projector == "vqbridge" and restart:
         slot_restart = SlotRestart(
@@ -281,6 +295,8 @@ def run_one(
         "slot_restart": slot_restart is not None if projector == "vqbridge" else None,
         "slot_restarts": slot_restart.restarts if slot_restart is not None else None,
         "steps": args.steps,
+        "learning_rate": args.learning_rate,
+        "quantizer_lr_scale": args.quantizer_lr_scale if len(param_groups) > 1 else 1.0,
         **{key: value for key, value in final.items() if key not in ("step", "train_loss")},
         "seconds_per_step": train_seconds / args.steps,
         "heldout_tokens_per_set": args.eval_samples * model.tokens_per_image(args.resolution),
@@ -368,6 +384,11 @@ def main(argv=None) -> list[dict]:
                 else []
             ),
             ("projector", run_label),
+            *(
+                [("learning rate (quantizer's)", lambda r: f"{r['learning_rate']:g} (× {r['quantizer_lr_scale']:g})")]
+                if args.quantizer_lr_scale != 1
+                else []
+            ),
             ("annealing", lambda r: "yes" if r["annealing"] else "no"),
             ("usage, held-out cells", lambda r: f"{r['usage']:.2%}"),
             ("used codes", lambda r: f"{r['used_codes']:,}"),

@@ -83,7 +83,8 @@ def test_codebook_usage_of_multi_code_tokenizers_reports_each_level_against_its_
     out = tmp_path / quantizer
     args = ["--quantizer", quantizer, "--projectors", "none", "vqbridge", "--no-without-annealing", "--no-restart-too"]
     args += ["--rq_depth", "3"] if quantizer == "residual" else ["--scales", "1,2,4"]
-    args += ["--cosine_search"] if search == "cosine" else []
+    # the VAR demo's recipe: cosine search, the quantizer at a tenth of the rate
+    args += ["--cosine_search", "--learning_rate", "3e-4", "--quantizer_lr_scale", "0.1"] if search == "cosine" else []
     small = ["--codebook_size", "256", "--codebook_dim", "16", "--resolution", "16", "--batch_size", "4"]
     small += ["--steps", "2", "--eval_every", "2", "--eval_samples", "8", "--output", str(out)]
     result = subprocess.run(
@@ -103,6 +104,11 @@ def test_codebook_usage_of_multi_code_tokenizers_reports_each_level_against_its_
     assert [r["code_search"] for r in runs] == [search, search, "L2"]  # the single-code reference searches by L2
     if search == "cosine":
         assert "vqbridge, cosine search" in result.stdout
+        assert "| learning rate (quantizer's) |" in result.stdout and "| 0.0003 (× 0.1) |" in result.stdout
+        assert {(r["learning_rate"], r["quantizer_lr_scale"]) for r in runs} == {(3e-4, 0.1)}
+    else:
+        assert {(r["learning_rate"], r["quantizer_lr_scale"]) for r in runs} == {(1e-3, 1.0)}
+        assert "learning rate (quantizer's)" not in result.stdout
     sides = [4, 4, 4] if quantizer == "residual" else [1, 2, 4]
     assert runs[0]["tokens_per_image"] == sum(side * side for side in sides)
     assert runs[2]["tokens_per_image"] == 16 and runs[2]["single_code_reference"] and "levels" not in runs[2]
@@ -260,7 +266,9 @@ def test_sampling_benchmark_table_json_and_greedy_cache_equals_recomputation(tmp
 
 
 def test_sampling_benchmark_strided_recomputation_estimate(tmp_path):
-    _, data = run_sampling_benchmark(tmp_path, "--batch_sizes", "2", "--uncached_stride", "4")
+    # the compiled and bf16 rows are the test above's; here only the estimate of the recomputation loop
+    flags = ["--batch_sizes", "2", "--uncached_stride", "4", "--compile_modes", "--no-bf16"]
+    _, data = run_sampling_benchmark(tmp_path, *flags)
     recompute = [r for r in data["results"][0]["runs"] if r["method"] == "recompute"]
     assert len(recompute) == 1 and recompute[0]["estimated"] and recompute[0]["stride"] == 4
 

@@ -11,6 +11,7 @@ from test_training import EVALUATE, ROOT, TRAIN, metrics, run
 
 from fvq_hf import MultiCodeFVQModel
 from fvq_hf.data import DemoCropDataset
+from fvq_hf.training import tokenizer_param_groups
 
 sys.path.insert(0, str(ROOT / "training"))
 try:
@@ -194,7 +195,7 @@ def test_configs_hold_the_official_multicode_recipes_and_small_demos():
     assert model.config.cosine_search and model.quantize.cosine_search
     # and its quantizer trains at a tenth of the rate of the encoder and decoder
     assert (var_demo.learning_rate, var_demo.quantizer_lr_scale) == (3e-4, 0.1)
-    groups = train_tokenizer.generator_param_groups(model, var_demo.learning_rate, var_demo.quantizer_lr_scale)
+    groups = tokenizer_param_groups(model, var_demo.learning_rate, var_demo.quantizer_lr_scale)
     assert [group.get("lr") for group in groups] == [None, pytest.approx(3e-5)]
 
 
@@ -202,13 +203,13 @@ def test_quantizer_lr_scale_moves_the_quantizer_slower_and_nothing_else():
     torch.manual_seed(0)
     model = MultiCodeFVQModel.from_preset("var-tiny", codebook_size=64, codebook_dim=8, bridge="S/4", scales=(1, 2, 4))
     model.encoder.conv_in.weight.requires_grad_(False)  # a frozen parameter stays out of both groups
-    groups = train_tokenizer.generator_param_groups(model, 1e-3, 0.1)
+    groups = tokenizer_param_groups(model, 1e-3, 0.1)
     quantizer = {id(p) for p in model.quantize.parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in trainable)
     assert all(id(p) not in quantizer for p in groups[0]["params"])
     assert {id(p) for p in groups[1]["params"]} == quantizer and groups[1]["lr"] == pytest.approx(1e-4)
-    assert train_tokenizer.generator_param_groups(model, 1e-3) == [{"params": trainable}]
+    assert tokenizer_param_groups(model, 1e-3) == [{"params": trainable}]
 
     # one Adam step from a real loss: the first step moves each weight by about its group's rate
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -227,3 +228,19 @@ def test_quantizer_lr_scale_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         train_tokenizer.parse_args(["--quantizer_lr_scale", "0"])
     assert "--quantizer_lr_scale 0.0: a positive multiplier" in capsys.readouterr().err
+    model = MultiCodeFVQModel.from_preset("rq-tiny", codebook_size=16, codebook_dim=4, bridge="S/4")
+    with pytest.raises(ValueError, match="quantizer_lr_scale must be positive"):
+        tokenizer_param_groups(model, 1e-3, -0.1)
+
+
+def test_a_frozen_codebook_gets_one_group_and_no_scale_in_the_card():
+    # fine-tuning a folded tokenizer: its codebook is frozen, so there is no quantizer to train at another rate,
+    # and main() reports the multiplier of a one-group optimizer as 1
+    folded = MultiCodeFVQModel.from_preset("rq-tiny", codebook_size=16, codebook_dim=4, bridge="S/4").fold()
+    folded.quantize.embedding.weight.requires_grad_(False)
+    groups = tokenizer_param_groups(folded, 1e-3, 0.1)
+    assert len(groups) == 1 and "lr" not in groups[0]
+    args = train_tokenizer.parse_args(["--quantizer_lr_scale", "0.1"])
+    assert not any("quantizer" in line for line in train_tokenizer.training_departures(args, None, 1.0))
+    scaled = train_tokenizer.training_departures(args, None, 0.1)
+    assert any("trained at 0.1 × the learning rate" in line for line in scaled)

@@ -89,6 +89,7 @@ from fvq_hf.training import (
     hardware_summary,
     parse_args_with_config,
     resumable_batches,
+    tokenizer_param_groups,
 )
 from fvq_hf.training.outputs import save_trained_tokenizer
 
@@ -723,21 +724,6 @@ def describe_evaluation(result, description: str) -> str:
     return line
 
 
-def generator_param_groups(model, lr: float, quantizer_lr_scale: float = 1.0) -> list[dict]:
-    """The tokenizer's trainable parameters for Adam: one group at ``lr``, or, with a ``quantizer_lr_scale`` other
-    than 1, the quantizer's (raw codebook, projector, φ) in a second group at ``lr × quantizer_lr_scale``. The
-    schedule multiplies both alike."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    in_quantizer = {id(p) for p in model.quantize.parameters()}
-    quantizer = [p for p in trainable if id(p) in in_quantizer]
-    if quantizer_lr_scale == 1 or not quantizer:  # e.g. a folded codebook, frozen
-        return [{"params": trainable}]
-    return [
-        {"params": [p for p in trainable if id(p) not in in_quantizer]},
-        {"params": quantizer, "lr": lr * quantizer_lr_scale},
-    ]
-
-
 def training_departures(args, restart: SlotRestart | None, quantizer_lr_scale: float = 1.0) -> list[str]:
     """Where the training recipe departed from the paper's, one sentence each, for the model card
     (``quantizer_lr_scale``: the multiplier the optimizer applied, 1 where it had no quantizer to scale)."""
@@ -839,7 +825,7 @@ def main(argv: list[str] | None = None) -> dict:
     lpips = build_perceptual_loss(args, accelerator.device, log)
     discriminator = build_discriminator(args, model.config.out_channels)
     adam = {"lr": lr, "betas": (args.adam_beta1, args.adam_beta2), "weight_decay": args.weight_decay}
-    optimizer = torch.optim.Adam(generator_param_groups(model, lr, args.quantizer_lr_scale), **adam)
+    optimizer = torch.optim.Adam(tokenizer_param_groups(model, lr, args.quantizer_lr_scale), **adam)
     # what the card reports: no second group when there was no trainable quantizer to scale (a folded codebook)
     quantizer_lr_scale = args.quantizer_lr_scale if len(optimizer.param_groups) > 1 else 1.0
     disc_optimizer = torch.optim.Adam(discriminator.parameters(), **adam) if discriminator is not None else None

@@ -1,6 +1,6 @@
 """Training helpers used by the scripts in training/: options (YAML + flags), learning-rate schedules, the
-data position for exact resume, checkpoints, the run record and early checks (runs), a fixed-decay EMA, the hardware summary, and the outputs of a
-tokenizer run."""
+tokenizer's optimizer groups, the data position for exact resume, checkpoints, the run record and early checks
+(runs), a fixed-decay EMA, the hardware summary, and the outputs of a tokenizer run."""
 
 from .checkpoints import list_checkpoints, register_and_resume, resolve_checkpoint, save_checkpoint
 from .config import (
@@ -12,6 +12,7 @@ from .config import (
 )
 from .ema import FixedDecayEMA
 from .hardware import default_mixed_precision, hardware_summary, use_cpu
+from .param_groups import tokenizer_param_groups
 from .progress import TrainingProgress, resumable_batches
 from .runs import (
     HubTarget,
@@ -63,6 +64,7 @@ __all__ = [
     "save_checkpoint",
     "scaled_learning_rate",
     "start_trackers",
+    "tokenizer_param_groups",
     "tracker_config",
     "use_cpu",
     "write_results",
