@@ -64,7 +64,7 @@ from fvq_hf import FVQModel, MultiCodeFVQModel
 from fvq_hf.data import DemoCropDataset, collate_images, demo_eval_samples
 from fvq_hf.evaluation import evaluate_tokenizer
 from fvq_hf.quantization import SlotRestart
-from fvq_hf.training import get_scheduler, tokenizer_param_groups
+from fvq_hf.training import applied_quantizer_lr_scale, get_scheduler, tokenizer_param_groups
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -296,7 +296,7 @@ def run_one(
         "slot_restarts": slot_restart.restarts if slot_restart is not None else None,
         "steps": args.steps,
         "learning_rate": args.learning_rate,
-        "quantizer_lr_scale": args.quantizer_lr_scale if len(param_groups) > 1 else 1.0,
+        "quantizer_lr_scale": applied_quantizer_lr_scale(param_groups, args.quantizer_lr_scale),
         **{key: value for key, value in final.items() if key not in ("step", "train_loss")},
         "seconds_per_step": train_seconds / args.steps,
         "heldout_tokens_per_set": args.eval_samples * model.tokens_per_image(args.resolution),

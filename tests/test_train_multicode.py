@@ -11,7 +11,7 @@ from test_training import EVALUATE, ROOT, TRAIN, metrics, run
 
 from fvq_hf import MultiCodeFVQModel
 from fvq_hf.data import DemoCropDataset
-from fvq_hf.training import tokenizer_param_groups
+from fvq_hf.training import applied_quantizer_lr_scale, tokenizer_param_groups
 
 sys.path.insert(0, str(ROOT / "training"))
 try:
@@ -235,12 +235,16 @@ def test_quantizer_lr_scale_must_be_positive(capsys):
 
 def test_a_frozen_codebook_gets_one_group_and_no_scale_in_the_card():
     # fine-tuning a folded tokenizer: its codebook is frozen, so there is no quantizer to train at another rate,
-    # and main() reports the multiplier of a one-group optimizer as 1
+    # and the multiplier main() reports for the card is 1
     folded = MultiCodeFVQModel.from_preset("rq-tiny", codebook_size=16, codebook_dim=4, bridge="S/4").fold()
     folded.quantize.embedding.weight.requires_grad_(False)
     groups = tokenizer_param_groups(folded, 1e-3, 0.1)
     assert len(groups) == 1 and "lr" not in groups[0]
+    applied = applied_quantizer_lr_scale(torch.optim.Adam(groups, lr=1e-3).param_groups, 0.1)
+    assert applied == 1.0
     args = train_tokenizer.parse_args(["--quantizer_lr_scale", "0.1"])
-    assert not any("quantizer" in line for line in train_tokenizer.training_departures(args, None, 1.0))
+    assert not any("quantizer" in line for line in train_tokenizer.training_departures(args, None, applied))
+    unfolded = MultiCodeFVQModel.from_preset("rq-tiny", codebook_size=16, codebook_dim=4, bridge="S/4")
+    assert applied_quantizer_lr_scale(tokenizer_param_groups(unfolded, 1e-3, 0.1), 0.1) == 0.1
     scaled = train_tokenizer.training_departures(args, None, 0.1)
     assert any("trained at 0.1 × the learning rate" in line for line in scaled)

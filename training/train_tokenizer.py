@@ -83,6 +83,7 @@ from fvq_hf.training import (
     add_config_argument,
     add_run_arguments,
     append_metrics,
+    applied_quantizer_lr_scale,
     averaged_copy,
     build_accelerator,
     get_scheduler,
@@ -827,7 +828,7 @@ def main(argv: list[str] | None = None) -> dict:
     adam = {"lr": lr, "betas": (args.adam_beta1, args.adam_beta2), "weight_decay": args.weight_decay}
     optimizer = torch.optim.Adam(tokenizer_param_groups(model, lr, args.quantizer_lr_scale), **adam)
     # what the card reports: no second group when there was no trainable quantizer to scale (a folded codebook)
-    quantizer_lr_scale = args.quantizer_lr_scale if len(optimizer.param_groups) > 1 else 1.0
+    quantizer_lr_scale = applied_quantizer_lr_scale(optimizer.param_groups, args.quantizer_lr_scale)
     disc_optimizer = torch.optim.Adam(discriminator.parameters(), **adam) if discriminator is not None else None
 
     # ---- data

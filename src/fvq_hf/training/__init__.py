@@ -12,7 +12,7 @@ from .config import (
 )
 from .ema import FixedDecayEMA
 from .hardware import default_mixed_precision, hardware_summary, use_cpu
-from .param_groups import tokenizer_param_groups
+from .param_groups import applied_quantizer_lr_scale, tokenizer_param_groups
 from .progress import TrainingProgress, resumable_batches
 from .runs import (
     HubTarget,
@@ -44,6 +44,7 @@ __all__ = [
     "add_run_arguments",
     "annealing_multiplier",
     "append_metrics",
+    "applied_quantizer_lr_scale",
     "averaged_copy",
     "build_accelerator",
     "check_hub",

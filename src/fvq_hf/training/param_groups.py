@@ -9,7 +9,7 @@ def tokenizer_param_groups(model: nn.Module, lr: float, quantizer_lr_scale: floa
     """The tokenizer's trainable parameters for Adam: one group at ``lr``, or, with a ``quantizer_lr_scale`` other
     than 1, the quantizer's (``model.quantize``: raw codebook, projector, VAR's φ) in a second group at
     ``lr × quantizer_lr_scale``. A schedule multiplies both alike. One group when the quantizer has nothing to train
-    (a folded, frozen codebook): check ``len(optimizer.param_groups)`` for the multiplier actually applied.
+    (a folded, frozen codebook): ``applied_quantizer_lr_scale`` says which multiplier was applied.
 
     Args:
         model: an ``FVQModel`` or ``MultiCodeFVQModel`` (anything with a ``quantize`` submodule).
@@ -29,3 +29,10 @@ def tokenizer_param_groups(model: nn.Module, lr: float, quantizer_lr_scale: floa
         {"params": [p for p in trainable if id(p) not in in_quantizer]},
         {"params": quantizer, "lr": lr * quantizer_lr_scale},
     ]
+
+
+def applied_quantizer_lr_scale(param_groups: list[dict], quantizer_lr_scale: float) -> float:
+    """The multiplier ``tokenizer_param_groups`` applied, for logs and model cards: ``quantizer_lr_scale`` when it
+    made a quantizer group, 1 when it made one group (nothing to scale). ``param_groups``: its groups, or the
+    ``param_groups`` of an optimizer built from them."""
+    return quantizer_lr_scale if len(param_groups) > 1 else 1.0
