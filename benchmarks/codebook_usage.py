@@ -22,7 +22,9 @@ tokens per code (``--eval_samples``); PSNR is measured on the first 1,024 crops 
 before the last step measure usage on the cells only, which keeps the 9 runs within 30 minutes on 2 cores.
 Reported per run: usage on both, perplexity, PSNR, live bridge slots, slot restarts, seconds per training step.
 Prints a Markdown table, writes the JSON (a list of runs) and a plot of usage against step to
-``benchmarks/results/``.
+``benchmarks/results/``. A comparison can outlast a sitting (the full VAR one takes about 3 hours on 2 cores): each
+finished run is kept in ``<output>.partial.json``, and the same command run again on the same machine and commit goes
+on from there, with the same figures as one uninterrupted run.
 
 ``--quantizer residual`` / ``multiscale`` run the same comparison for the multi-code tokenizers (``rq-tiny``,
 ``var-tiny``: one codebook shared by every depth or scale), and add the usage of each depth or scale. A scale of
@@ -56,7 +58,7 @@ from comparison import (
     run_plan,
     slots_text,
 )
-from provenance import save_runs
+from provenance import FinishedRuns, save_runs
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -361,10 +363,15 @@ def main(argv=None) -> list[dict]:
     )
     # a multi-code comparison ends with the single-code VQBridge run, its PSNR at fewer tokens per image beside
     reference = [("vqbridge", "recipe", restart, "single")] if args.quantizer != "single" else []
+    finished = FinishedRuns(args)  # the runs a killed run of this command finished: each run seeds itself
     runs = []
     for annealing in [True, False] if args.without_annealing else [True]:
         for projector, baseline_init, with_restart, kind in plan + (paper_bridge + reference if annealing else []):
-            run = run_one(projector, annealing, args, heldout, baseline_init, with_restart, kind)
+            key = f"{kind}/{projector}/init={baseline_init}/restart={with_restart}/annealing={annealing}"
+            run = finished.get(key)
+            if run is None:
+                run = run_one(projector, annealing, args, heldout, baseline_init, with_restart, kind)
+                finished.add(key, run)
             runs.append(run)
             slots = f", slots {slots_text(run)}" if run["live_slots"] is not None else ""
             print(
@@ -401,7 +408,7 @@ def main(argv=None) -> list[dict]:
             ("s/step", lambda r: f"{r['seconds_per_step']:.3f}"),
         ],
     )
-    save_runs(runs, args, plot)
+    save_runs(runs, args, plot, finished)
     return runs
 
 

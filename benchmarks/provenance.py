@@ -70,15 +70,91 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def save_runs(runs: list[dict], args, plot: Callable[[list[dict], str], None]) -> None:
-    """Stamp every run with commit, machine and settings; write ``args.output``.json (a list of runs) and .png."""
+def settings_of(args) -> dict:
+    """The options a benchmark ran with (all but where it writes), as they read back from JSON."""
+    return json.loads(json.dumps({k: v for k, v in vars(args).items() if k != "output"}))
+
+
+class FinishedRuns:
+    """The runs a benchmark has finished so far, written to ``<output>.partial.json`` after each one.
+
+    Run again after a kill (or the end of a working session), the same command takes the finished runs from the
+    file and goes on with the next one. This is exact only for a benchmark whose runs seed themselves and build their
+    own data (``codebook_usage.py``): the runs it skips are the ones it would have computed. A file written by
+    another commit, machine (thread count included: it changes rounding) or set of options is refused, not mixed
+    in: the table must come from one setting.
+    """
+
+    def __init__(self, args):
+        self.path = args.output + ".partial.json"
+        self.identity = {"commit": git_commit(), "machine": machine(args.device), "settings": settings_of(args)}
+        self.runs: dict[str, dict] = {}
+        self.earlier_seconds = 0.0  # wall time of the interrupted processes
+        self.earlier_processes = 0
+        if not os.path.exists(self.path):
+            return
+        with open(self.path) as handle:
+            saved = json.load(handle)
+        differs = [key for key, value in self.identity.items() if saved.get(key) != value]
+        if differs:
+            raise SystemExit(
+                f"{self.path} holds {len(saved.get('runs', {}))} finished run(s) of another {' and '.join(differs)} "
+                f"(commit {saved.get('commit')}, {saved.get('machine', {}).get('cpu_model')}, "
+                f"{saved.get('machine', {}).get('torch_threads')} threads): run that setting again to finish it, "
+                "or move the file away to start this one"
+            )
+        self.runs = saved["runs"]
+        self.earlier_seconds = saved["seconds"]
+        self.earlier_processes = saved["processes"]
+        print(f"resuming: {len(self.runs)} finished run(s) read from {self.path}", flush=True)
+
+    def get(self, key: str) -> dict | None:
+        return self.runs.get(key)
+
+    def add(self, key: str, run: dict) -> None:
+        """Keep a finished run; the file is replaced atomically, so a kill leaves the last complete version."""
+        self.runs[key] = run
+        state = {
+            **self.identity,
+            "runs": self.runs,
+            "seconds": self.earlier_seconds + time.perf_counter() - _STARTED,
+            "processes": self.earlier_processes + 1,
+        }
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        temporary = self.path + ".tmp"
+        with open(temporary, "w") as handle:
+            json.dump(state, handle)
+        os.replace(temporary, self.path)
+
+    def close(self) -> None:
+        """The results are written: the partial file has served."""
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+
+def save_runs(
+    runs: list[dict], args, plot: Callable[[list[dict], str], None], finished: FinishedRuns | None = None
+) -> None:
+    """Stamp every run with commit, machine and settings; write ``args.output``.json (a list of runs) and .png.
+
+    ``benchmark_seconds`` is the wall time of the whole benchmark, the interrupted processes a ``finished`` log
+    resumed from included (``benchmark_processes`` counts them all)."""
     commit, info = git_commit(), machine(args.device)
-    settings = {k: v for k, v in vars(args).items() if k != "output"}
+    settings = settings_of(args)
     total = time.perf_counter() - _STARTED
+    processes = 1
+    if finished is not None:
+        total += finished.earlier_seconds
+        processes += finished.earlier_processes
     for run in runs:
         run.update(commit=commit, machine=info, settings=settings, benchmark_seconds=round(total, 1))
+        if finished is not None:
+            run["benchmark_processes"] = processes
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output + ".json", "w") as handle:
         json.dump(runs, handle, indent=1)
     plot(runs, args.output + ".png")
-    print(f"\nwrote {args.output}.json and {args.output}.png ({total / 60:.1f} min in all)")
+    if finished is not None:
+        finished.close()
+    sittings = f", {processes} processes" if processes > 1 else ""
+    print(f"\nwrote {args.output}.json and {args.output}.png ({total / 60:.1f} min in all{sittings})")

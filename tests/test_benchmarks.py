@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -188,6 +189,46 @@ def test_codebook_usage_trains_every_projector_and_schedule_on_demo_photos(tmp_p
     assert {r["codebook_init"] for r in runs if r["projector"] != "vqbridge"} == {"uniform(-1/K, 1/K)"}
     assert {r["codebook_init"] for r in runs if r["projector"] == "vqbridge"} == {"N(0, 0.02^2)"}
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_codebook_usage_resumes_a_killed_comparison_with_the_figures_of_an_uninterrupted_one(tmp_path):
+    script = [sys.executable, str(ROOT / "benchmarks" / "codebook_usage.py")]
+    settings = ["--projectors", "none", "linear", "vqbridge", "--no-without-annealing", "--no-restart-too"]
+    settings += ["--codebook_size", "256", "--codebook_dim", "16", "--resolution", "16", "--batch_size", "4"]
+    settings += ["--steps", "2", "--eval_every", "2", "--eval_samples", "8"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run([*script, *settings, "--output", str(whole)], capture_output=True, text=True, check=True)
+
+    partial = tmp_path / "killed.partial.json"
+    process = subprocess.Popen([*script, *settings, "--output", str(killed)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not partial.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.kill()  # as a session's end or an out-of-memory kill would: no chance to clean up
+    process.wait()
+    saved = json.loads(partial.read_text())
+    assert len(saved["runs"]) == 1 and not killed.with_suffix(".json").exists()
+
+    resumed = subprocess.run([*script, *settings, "--output", str(killed)], capture_output=True, text=True, check=True)
+    assert f"resuming: 1 finished run(s) read from {partial}" in resumed.stdout
+    assert not partial.exists()  # served its purpose once the results are written
+    timing = {"seconds_per_step", "benchmark_seconds", "benchmark_processes"}
+    expected = json.loads(whole.with_suffix(".json").read_text())
+    got = json.loads(killed.with_suffix(".json").read_text())
+    assert [run["projector"] for run in got] == ["none", "linear", "vqbridge"]
+    assert [{k: v for k, v in run.items() if k not in timing} for run in got] == [
+        {k: v for k, v in run.items() if k not in timing} for run in expected
+    ]
+    assert {run["benchmark_processes"] for run in got} == {2}
+
+    # runs of another setting are refused, not mixed in, and nothing is overwritten
+    saved["settings"]["steps"] = 3
+    other = tmp_path / "other.partial.json"
+    other.write_text(json.dumps(saved))
+    command = [*script, *settings, "--output", str(tmp_path / "other")]
+    refused = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert refused.returncode != 0 and f"{other} holds 1 finished run(s) of another settings" in refused.stderr
+    assert json.loads(other.read_text()) == saved
 
 
 def test_lookup_benchmark_table_and_json(tmp_path):
