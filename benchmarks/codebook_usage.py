@@ -5,8 +5,8 @@
     python benchmarks/codebook_usage.py --quantizer multiscale            # VAR, scales 1, 2, 3, 4, 6, 8 (+ 1 reference run)
     python benchmarks/codebook_usage.py --quantizer multiscale --cosine_search --projectors none vqbridge \
         --no-without-annealing --no-restart-too                          # the VAR demo's cosine search, 3 runs
-    python benchmarks/codebook_usage.py --quantizer multiscale --cosine_search --projectors none vqbridge \
-        --no-without-annealing --no-restart-too --learning_rate 3e-4 --quantizer_lr_scale 0.1   # and its rates
+    python benchmarks/codebook_usage.py --quantizer multiscale --cosine_search --learning_rate 3e-4 \
+        --quantizer_lr_scale 0.1 --no-restart-too                        # and its rates, every projector: 9 runs
     python benchmarks/codebook_usage.py --codebook_size 16384 --steps 600 --device cuda
     python benchmarks/codebook_usage.py --codebook_size 65536 --steps 1000 --device cuda
     python benchmarks/codebook_usage.py --projectors none vqbridge --no-without-annealing
@@ -22,7 +22,7 @@ tokens per code (``--eval_samples``); PSNR is measured on the first 1,024 crops 
 before the last step measure usage on the cells only, which keeps the 9 runs within 30 minutes on 2 cores.
 Reported per run: usage on both, perplexity, PSNR, live bridge slots, slot restarts, seconds per training step.
 Prints a Markdown table, writes the JSON (a list of runs) and a plot of usage against step to
-``benchmarks/results/``. A comparison can outlast a sitting (the full VAR one takes about 3 hours on 2 cores): each
+``benchmarks/results/``. A comparison can outlast a sitting (a whole VAR one takes over an hour on 2 cores): each
 finished run is kept in ``<output>.partial.json``, and the same command run again on the same machine and commit goes
 on from there, with the same figures as one uninterrupted run.
 
