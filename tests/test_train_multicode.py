@@ -194,9 +194,13 @@ def test_configs_hold_the_official_multicode_recipes_and_small_demos():
     model, _ = train_tokenizer.build_model(var_demo, print)
     assert model.config.cosine_search and model.quantize.cosine_search
     # and its quantizer trains at a tenth of the rate of the encoder and decoder
-    assert (var_demo.learning_rate, var_demo.quantizer_lr_scale) == (3e-4, 0.1)
+    assert (var_demo.learning_rate, var_demo.quantizer_lr_scale) == (2e-4, 0.1)
     groups = tokenizer_param_groups(model, var_demo.learning_rate, var_demo.quantizer_lr_scale)
-    assert [group.get("lr") for group in groups] == [None, pytest.approx(3e-5)]
+    assert [group.get("lr") for group in groups] == [None, pytest.approx(2e-5)]
+    # weak bridge slots restarted at three times the single-code demo's threshold, over 300 steps
+    single = train_tokenizer.parse_args(["--config", str(configs / "demo-cpu.yaml")])
+    assert (var_demo.slot_restart_steps, var_demo.max_train_steps) == (25, 300)
+    assert var_demo.slot_restart_threshold == pytest.approx(3 * single.slot_restart_threshold) == pytest.approx(0.3)
 
 
 def test_quantizer_lr_scale_moves_the_quantizer_slower_and_nothing_else():
