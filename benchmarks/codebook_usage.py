@@ -6,7 +6,7 @@
     python benchmarks/codebook_usage.py --quantizer multiscale --cosine_search --projectors none vqbridge \
         --no-without-annealing --no-restart-too                          # the VAR demo's cosine search, 3 runs
     python benchmarks/codebook_usage.py --quantizer multiscale --cosine_search --learning_rate 3e-4 \
-        --quantizer_lr_scale 0.1 --no-restart-too                        # and its rates, every projector: 9 runs
+        --quantizer_lr_scale 0.1 --no-restart-too                        # its first rates, every projector: 9 runs
     python benchmarks/codebook_usage.py --codebook_size 16384 --steps 600 --device cuda
     python benchmarks/codebook_usage.py --codebook_size 65536 --steps 1000 --device cuda
     python benchmarks/codebook_usage.py --projectors none vqbridge --no-without-annealing
