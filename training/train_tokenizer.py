@@ -730,7 +730,10 @@ def training_departures(args, restart: SlotRestart | None, quantizer_lr_scale: f
     (``quantizer_lr_scale``: the multiplier the optimizer applied, 1 where it had no quantizer to scale)."""
     departures = []
     if restart is not None:
-        departures.append(f"dead bridge slots were restarted from live ones ({slot_restart_summary(args, restart)})")
+        departures.append(
+            "bridge slots left with too few tokens were restarted from the busiest ones "
+            f"({slot_restart_summary(args, restart)})"
+        )
     if quantizer_lr_scale != 1:
         departures.append(
             f"the quantizer (raw codebook, projector, φ) trained at {quantizer_lr_scale:g} × the learning rate "
